@@ -1,0 +1,202 @@
+"""The `harness` command: list, run, worker, status, dashboard, report, data, check."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from harness.errors import HarnessError
+from harness.progress import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune small LMs with LoRA/QLoRA and prove with statistics what each change did.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and freeze datasets.")
+app.add_typer(data_app, name="data")
+
+PRESET = typer.Option(None, "--preset", "-p", help="apply a named block of the spec's `presets:` (e.g. smoke)")
+STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite at results/NAME/study.db)")
+RESULTS = typer.Option(None, "--results", help="results root (default: $HARNESS_RESULTS or ./results)")
+
+
+def _results_root(results: Optional[Path]) -> Path:
+    return Path(results or os.environ.get("HARNESS_RESULTS") or "results")
+
+
+def _load(name: str, preset: Optional[str]):
+    from harness.registry import get_spec
+
+    spec = get_spec(name, preset)
+    if preset:  # a preset is a different study: its trials must not mix with the full one's
+        spec.name = f"{spec.name}-{preset}"
+    return spec
+
+
+def _storage(spec, storage: Optional[str], results: Optional[Path]) -> tuple[Path, str]:
+    from harness.study import default_storage
+
+    study_dir = _results_root(results) / spec.name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    return study_dir, storage or default_storage(study_dir)
+
+
+@app.command("list")
+def list_experiments() -> None:
+    """Show every registered experiment with the question it answers."""
+    from harness.registry import registered
+
+    table = Table("experiment", "question", "file", title="registered experiments")
+    for exp in registered().values():
+        table.add_row(exp.name, exp.description, str(exp.path))
+    console.print(table)
+
+
+@app.command()
+def check(name: str, preset: Optional[str] = PRESET) -> None:
+    """Validate an experiment spec and print its grid, without running anything."""
+    from harness.study import validate_search
+
+    spec = _load(name, preset)
+    points = validate_search(spec)
+    console.print(f"[green]ok[/green] {spec.name}: {len(points)} trial(s)")
+    for p in points:
+        console.print(f"  {p.index}: {p.params}")
+
+
+@app.command()
+def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE,
+        results: Optional[Path] = RESULTS,
+        max_trials: Optional[int] = typer.Option(None, help="stop after this many trials (the rest stay queued)")) -> None:
+    """Start or resume an experiment's study and run its trials until the grid is done."""
+    from harness.study import open_study, run_worker
+
+    spec = _load(name, preset)
+    study_dir, url = _storage(spec, storage, results)
+    study = open_study(spec, url, create=True)
+    run_worker(spec, study, study_dir, max_trials=max_trials)
+    _print_verdict(study_dir)
+
+
+@app.command()
+def worker(name: str, storage: str = typer.Option(..., "--storage", help="the study's storage URL"),
+           preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS) -> None:
+    """Join a running study from another process or machine and work through its queue."""
+    from harness.study import open_study, run_worker
+
+    spec = _load(name, preset)
+    study_dir, url = _storage(spec, storage, results)
+    study = open_study(spec, url, create=False)
+    run_worker(spec, study, study_dir)
+
+
+@app.command()
+def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE,
+           results: Optional[Path] = RESULTS) -> None:
+    """Print a table of the study's trials: state, params, key metrics, duration."""
+    import optuna
+
+    from harness.study import open_storage
+
+    spec = _load(name, preset)
+    _, url = _storage(spec, storage, results)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+    except KeyError:
+        raise HarnessError(f"no study '{spec.name}' yet in {url}: start it with `harness run {name}`")
+    table = Table("trial", "state", "params", f"base {spec.eval.metric}", f"tuned {spec.eval.metric}",
+                  "duration", "reason", title=f"study {spec.name}")
+    for t in study.get_trials(deepcopy=False):
+        m = t.user_attrs.get("metrics", {})
+        fmt = lambda arm: f"{m[arm][spec.eval.metric]:.3f}" if spec.eval.metric in m.get(arm, {}) else "–"
+        dur = t.user_attrs.get("duration_s")
+        table.add_row(str(t.number), t.state.name, str(t.user_attrs.get("params", t.system_attrs.get("fixed_params", ""))),
+                      fmt("base"), fmt("tuned"), f"{dur:.0f}s" if dur else "–", t.user_attrs.get("reason", ""))
+    console.print(table)
+
+
+@app.command()
+def dashboard(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE,
+              results: Optional[Path] = RESULTS, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve optuna-dashboard on the study's storage."""
+    from optuna_dashboard import run_server
+
+    spec = _load(name, preset)
+    _, url = _storage(spec, storage, results)
+    console.print(f"optuna-dashboard on http://{host}:{port} for {url}")
+    run_server(url, host=host, port=port)
+
+
+@app.command()
+def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
+           baseline: str = typer.Option("base", help="the arm every other arm is compared with")) -> None:
+    """Write results/NAME/report.md and report.json: significance-tested tables and figures."""
+    from analysis.report import build_report
+
+    spec = _load(name, preset)
+    paths = build_report(_results_root(results) / spec.name, baseline=baseline, metric=spec.eval.metric)
+    console.print(f"wrote {paths}")
+
+
+@data_app.command("freeze")
+def data_freeze(name: str, preset: Optional[str] = PRESET,
+                force: bool = typer.Option(False, help="re-freeze a held-out split that changed (deliberately)")) -> None:
+    """Freeze (hash) the experiment's held-out split before any training; verify it if already frozen."""
+    from harness.data.prepare import prepare_data
+    from harness.models import harness_home
+
+    spec = _load(name, preset)
+    data = prepare_data(spec.data, harness_home() / "data", refreeze=force)
+    console.print(f"[green]frozen[/green] {len(data.heldout)} held-out items, split hash {data.split.split_hash}")
+
+
+@data_app.command("summary")
+def data_summary(name: str, preset: Optional[str] = PRESET) -> None:
+    """Counts and token-length percentiles of the experiment's data under its model's tokenizer."""
+    from harness.data.formats import format_summary, summarize
+    from harness.data.prepare import prepare_data
+    from harness.models import harness_home, load_tokenizer, resolve_model
+
+    spec = _load(name, preset)
+    data = prepare_data(spec.data, harness_home() / "data")
+    tok = load_tokenizer(resolve_model(spec.model.base))
+    for split, items in (("train", data.train), ("dev", data.dev), ("held-out", data.heldout)):
+        if items:
+            console.print(f"[bold]{split}[/bold]")
+            console.print(format_summary(summarize(items, tok)))
+
+
+def _print_verdict(study_dir: Path) -> None:
+    from harness.record import TrialResult
+
+    table = Table("trial", "params", "arm", "json valid", "field accuracy", "exact match", "tokens/s",
+                  title="base vs tuned on the frozen held-out split")
+    for trial_dir in sorted(study_dir.glob("trial-*")):
+        result = TrialResult.read(trial_dir)
+        if result is None:
+            continue
+        if result.status != "complete":
+            table.add_row(str(result.number), str(result.params), result.status, result.reason or "", "", "", "")
+            continue
+        for arm in ("base", "tuned"):
+            m = result.metrics.get(arm)
+            if m:
+                pct = lambda k: f"{100 * m[k]:.1f}%" if k in m else "–"
+                table.add_row(str(result.number), str(result.params), arm, pct("json_valid"), pct("field_accuracy"),
+                              pct("exact_match"), f"{m.get('tokens_per_s', float('nan')):.1f}")
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except HarnessError as e:
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

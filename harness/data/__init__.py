@@ -1,0 +1,1 @@
+"""Datasets: loading the formats users bring, the built-in task, and the frozen held-out split."""

@@ -1,0 +1,78 @@
+"""From a spec's `data:` section to train / dev / frozen held-out examples, guarded before training."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.data.example import Example
+from harness.data.formats import load_examples
+from harness.data.split import FrozenSplit, check_leakage, dev_split, ensure_frozen, file_sha256, materialise_split
+from harness.errors import DataError
+from harness.spec import DataSpec
+
+
+@dataclass
+class PreparedData:
+    """The examples one trial may use. `heldout` is read only by evaluation, never by training."""
+
+    train: list[Example]
+    dev: list[Example]
+    heldout: list[Example]
+    split: FrozenSplit
+    source: str  # "builtin:realestate" or the files
+    file_hashes: dict[str, str]
+    scorer: str  # "json" or "text"
+    card: str | None = None
+
+
+def _with_system(examples: list[Example], system_prompt: str | None) -> list[Example]:
+    if not system_prompt:
+        return examples
+    return [dataclasses.replace(ex, prompt=[{"role": "system", "content": system_prompt}, *ex.prompt])
+            if ex.prompt[0]["role"] != "system" else ex for ex in examples]
+
+
+def prepare_data(spec: DataSpec, cache_dir: Path, *, refreeze: bool = False) -> PreparedData:
+    """Load the data a spec names, freeze (or verify) its held-out split and refuse leakage."""
+    card = None
+    if spec.builtin is not None:
+        if spec.builtin != "realestate":
+            raise DataError(f"unknown built-in dataset '{spec.builtin}' (known: realestate)")
+        from harness.data.realestate import load_builtin
+
+        built = load_builtin(spec.seed, cache_dir)
+        directory = cache_dir / "realestate" / f"seed-{spec.seed}"
+        train_path, heldout_path = directory / "train.jsonl", directory / "heldout.jsonl"
+        train, heldout = built.train, built.heldout
+        source, card = f"builtin:realestate(seed={spec.seed})", built.card
+    else:
+        if spec.file is not None:
+            train_path, heldout_path = materialise_split(spec.file, spec.heldout_fraction, spec.seed, spec.format)
+        else:
+            train_path, heldout_path = spec.train, spec.heldout
+        train, heldout = load_examples(train_path, spec.format), load_examples(heldout_path, spec.format)
+        source = f"{train_path} + {heldout_path}"
+    if not heldout:
+        raise DataError("the held-out split is empty", where=heldout_path)
+    split = FrozenSplit.freeze(heldout, heldout_path, force=True) if refreeze else ensure_frozen(heldout, heldout_path)
+    check_leakage(train, heldout, heldout_path)
+    train = _with_system(train, spec.system_prompt)
+    heldout = _with_system(heldout, spec.system_prompt)
+    train, dev = dev_split(train, spec.dev_size, spec.seed) if spec.dev_size else (train, [])
+    if spec.train_limit is not None:
+        train = train[: spec.train_limit]
+    if not train:
+        raise DataError("no training items left", where=train_path)
+    hashes = {str(p): file_sha256(p) for p in (train_path, heldout_path)}
+    return PreparedData(train, dev, heldout, split, source, hashes, _scorer_for(heldout), card)
+
+
+def _scorer_for(heldout: list[Example]) -> str:
+    import json
+
+    try:
+        return "json" if isinstance(json.loads(heldout[0].reference), dict) else "text"
+    except ValueError:
+        return "text"

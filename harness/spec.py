@@ -1,0 +1,209 @@
+"""Experiment specs: pydantic models loaded from YAML, with errors that name file, line and field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import SpecError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSpec(_Strict):
+    base: str = Field("smollm2-135m-instruct", description="local dir, hub id, embedded name or random:<arch>")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    load_in_4bit: bool = Field(False, description="QLoRA (bitsandbytes NF4); needs CUDA")
+
+
+class DataSpec(_Strict):
+    builtin: str | None = Field(None, description="a built-in dataset, e.g. 'realestate'")
+    train: Path | None = None
+    heldout: Path | None = None
+    file: Path | None = Field(None, description="one file split once into train/held-out, then frozen")
+    heldout_fraction: float | None = Field(None, gt=0, lt=1)
+    seed: int = Field(0, description="seed of the built-in builder or of the one-file split")
+    format: Literal["auto", "alpaca", "chat", "preference"] = "auto"
+    train_limit: int | None = Field(None, gt=0, description="use only the first N training items")
+    dev_size: int = Field(0, ge=0, description="items carved from the training side for selection")
+    system_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSpec":
+        pair = self.train is not None or self.heldout is not None
+        single = self.file is not None
+        if sum([self.builtin is not None, pair, single]) > 1:
+            raise ValueError("give one of: builtin, train+heldout, or file+heldout_fraction")
+        if pair and (self.train is None or self.heldout is None):
+            raise ValueError("train and heldout must be given together")
+        if single and self.heldout_fraction is None:
+            raise ValueError("file needs heldout_fraction (e.g. 0.15)")
+        if not pair and not single and self.builtin is None:
+            self.builtin = "realestate"
+        return self
+
+
+class LoraSpec(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: float | None = Field(None, gt=0, description="defaults to 2*r")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear", "attention"] = "all-linear"
+    use_rslora: bool = False
+
+
+class TrainSpec(_Strict):
+    method: Literal["sft"] = "sft"
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="-1: run the epochs")
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(512, gt=0)
+    seed: int = 0
+    completion_only_loss: bool = True
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: str = "linear"
+    logging_steps: int = Field(5, gt=0)
+    gradient_checkpointing: bool = False
+
+
+class EvalSpec(_Strict):
+    max_new_tokens: int = Field(160, gt=0)
+    batch_size: int = Field(16, gt=0)
+    compare_base: bool = True
+    limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out items (smoke runs)")
+    metric: str = Field("field_accuracy", description="the headline metric")
+
+
+class TrackingSpec(_Strict):
+    wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "harness"
+
+
+class SearchSpec(_Strict):
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "SearchSpec":
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid '{key}' is an empty list")
+        if not self.seeds:
+            raise ValueError("seeds is an empty list")
+        return self
+
+
+class ExperimentSpec(_Strict):
+    name: str
+    description: str = Field(description="the question this experiment answers, in one sentence")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
+
+    source: Path | None = Field(None, exclude=True)
+
+
+# ---------------------------------------------------------------- loading with locations
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node that `loc` reaches."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                break
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _describe(errors: ValidationError, source: str, root: yaml.Node | None, prefix: tuple = ()) -> str:
+    lines = []
+    for err in errors.errors():
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"{source}:{line}" if line else source
+        msg = "unknown field (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}: field '{field}': {msg}")
+    return "\n".join(lines)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Return a copy of `raw` with `a.b.c` set to value."""
+    out = copy.deepcopy(raw)
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"'{key}': '{part}' is not a section")
+    node[parts[-1]] = value
+    return out
+
+
+def load_spec(path: str | Path, preset: str | None = None, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Load and validate an experiment YAML; `preset` applies a named block of `presets:`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec: {e.strerror}", where=path) from e
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise SpecError(f"not valid YAML: {getattr(e, 'problem', e)}", where=where) from e
+    if not isinstance(raw, dict):
+        raise SpecError("a spec is a mapping of sections (name, description, model, data, ...)", where=path)
+    raw.setdefault("name", path.stem)
+    if preset is not None:
+        presets = raw.get("presets") or {}
+        if preset not in presets:
+            known = ", ".join(sorted(presets)) or "none"
+            raise SpecError(f"no preset '{preset}' (known: {known})", where=path)
+        raw = deep_merge(raw, presets[preset])
+    for key, value in (overrides or {}).items():
+        raw = set_dotted(raw, key, value)
+    return validate_spec(raw, source=str(path), root=root)
+
+
+def validate_spec(raw: dict[str, Any], source: str = "<spec>", root: yaml.Node | None = None) -> ExperimentSpec:
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError("invalid spec\n" + _describe(e, source, root)) from e
+    spec.source = Path(source) if source != "<spec>" else None
+    return spec

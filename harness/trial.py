@@ -1,0 +1,151 @@
+"""One trial, top to bottom: spec → data (frozen split verified) → train → evaluate → record.
+
+This is the recipe every experiment runs; a grid (see `harness.study`) runs it once per grid point
+and seed. The `Worker` keeps the base model loaded between trials: adapters go on and come off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.data.prepare import PreparedData, prepare_data
+from harness.evaluate import aggregate, generate, score_items
+from harness.manifest import build_manifest
+from harness.models import harness_home, load_model, resolve_model
+from harness.progress import console, item_progress
+from harness.record import TrialResult, read_jsonl, trial_dir_name, write_json, write_jsonl
+from harness.scoring import get_scorer
+from harness.spec import ExperimentSpec, ModelSpec
+from harness.tracking import Tracker
+from harness.train import TrainingBackend, select_backend
+
+
+@dataclass
+class Worker:
+    """Per-process state reused across trials: loaded base models and base-model evaluations."""
+
+    backend: TrainingBackend = field(default_factory=select_backend)
+    base_loads: int = 0
+    _bases: dict[tuple, tuple] = field(default_factory=dict)
+
+    def base(self, spec: ModelSpec):
+        """(model, tokenizer, resolved) for a model spec, loaded from disk once per worker."""
+        key = (spec.base, spec.dtype, spec.load_in_4bit)
+        if key not in self._bases:
+            self._bases.clear()  # one base in memory at a time
+            resolved = resolve_model(spec.base)
+            model, tok = load_model(resolved, spec.dtype, load_in_4bit=spec.load_in_4bit)
+            self.base_loads += 1
+            self._bases[key] = (model, tok, resolved)
+        return self._bases[key]
+
+
+def _base_eval_key(spec: ExperimentSpec, data: PreparedData) -> str:
+    relevant = {"model": spec.model.model_dump(mode="json"), "split": data.split.split_hash,
+                "system": spec.data.system_prompt,
+                "eval": spec.eval.model_dump(mode="json", include={"max_new_tokens", "limit"})}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _evaluate(model, tok, arm: str, examples, spec: ExperimentSpec, scorer) -> list[dict[str, Any]]:
+    with item_progress(f"eval {arm}", len(examples)) as advance:
+        gens = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=spec.eval.max_new_tokens,
+                        batch_size=spec.eval.batch_size, progress=advance)
+    return score_items(arm, examples, gens, scorer)
+
+
+def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[str, Any], worker: Worker,
+              *, on_dev_metric: Callable[[float, int], None] | None = None) -> TrialResult:
+    """Run one trial of `spec` (already resolved with `params`) and record it under `study_dir`."""
+    trial_dir = Path(study_dir) / trial_dir_name(number)
+    t_wall, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+
+    data = prepare_data(spec.data, harness_home() / "data")
+    model, tok, resolved = worker.base(spec.model)
+    heldout = data.heldout[: spec.eval.limit] if spec.eval.limit else data.heldout
+    scorer = get_scorer(data.scorer)
+    from harness.data.formats import format_summary, summarize
+
+    summary = summarize(data.train, tok)
+    console.print(format_summary(summary))
+
+    tracker = Tracker(setting=spec.tracking.wandb, project=spec.tracking.project, group=spec.name,
+                      name=f"{spec.name}/{trial_dir_name(number)}",
+                      config={**spec.model_dump(mode="json", exclude={"presets", "search"}), "params": params,
+                              "trial": number}, directory=Path(study_dir))
+    tracker.summary({"data": summary})
+    arms: dict[str, list[dict[str, Any]]] = {}
+    peft_model = None
+    try:
+        if spec.eval.compare_base:
+            cache = Path(study_dir) / "base-eval" / f"{_base_eval_key(spec, data)}.jsonl"
+            arms["base"] = read_jsonl(cache) if cache.exists() else _evaluate(model, tok, "base", heldout, spec, scorer)
+            write_jsonl(cache, arms["base"])
+
+        peft_model = worker.backend.add_adapter(model, spec.lora)
+        outcome = worker.backend.train_sft(
+            peft_model, tok, data.train, spec.train, trial_dir / "checkpoints",
+            on_log=lambda row: tracker.log({f"train/{k}": v for k, v in row.items() if isinstance(v, (int, float))},
+                                           step=row["step"]))
+        write_jsonl(trial_dir / "train_log.jsonl", outcome.log)
+        shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # the trainer's scratch; the adapter is kept
+        adapter_dir = trial_dir / "adapter"
+        peft_model.save_pretrained(adapter_dir)
+        adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
+
+        objective = None
+        if data.dev:
+            dev_rows = _evaluate(peft_model, tok, "dev", data.dev, spec, scorer)
+            objective = aggregate(dev_rows).get(spec.eval.metric)
+            if on_dev_metric and objective is not None:
+                on_dev_metric(objective, outcome.steps)
+        arms["tuned"] = _evaluate(peft_model, tok, "tuned", heldout, spec, scorer)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    finally:
+        if peft_model is not None:
+            worker.backend.remove_adapter(peft_model)
+
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cost = {"wall_s": time.perf_counter() - t_wall,
+            "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+            "device_s": outcome.runtime_s, "tokens_trained": outcome.tokens_trained,
+            "train_steps": outcome.steps, "final_loss": outcome.final_loss, "peak_mem_gb": _peak_memory_gb(),
+            "trainable_params": outcome.trainable_params, "adapter_bytes": adapter_bytes}
+    metrics: dict[str, Any] = {arm: aggregate(rows) for arm, rows in arms.items()}
+    metrics["cost"] = cost
+    for arm, rows in arms.items():
+        write_jsonl(trial_dir / "eval" / f"{arm}.jsonl", rows)
+    write_json(trial_dir / "metrics.json", metrics)
+    write_json(trial_dir / "manifest.json", build_manifest(
+        spec=spec, params=params, number=number, data=data, resolved=resolved, backend=worker.backend.name,
+        eval_items=len(heldout)))
+
+    for arm, values in metrics.items():
+        tracker.log({f"{arm}/{k}": v for k, v in values.items() if isinstance(v, (int, float))})
+    for arm, rows in arms.items():
+        tracker.log_table(f"eval/{arm}", [{**{k: v for k, v in r.items() if k != "scores"}, **r["scores"]}
+                                           for r in rows])
+    tracker.summary({"final_loss": outcome.final_loss, "wandb_mode": tracker.mode})
+    tracker.finish()
+
+    # The objective comes from the dev split only: the held-out split never drives selection.
+    result = TrialResult(number=number, status="complete", params=params, metrics=metrics, objective=objective)
+    result.write(trial_dir)
+    return result
+
+
+def _peak_memory_gb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux

@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated HARNESS_HOME per session, offline W&B, and the shared benchmark data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip a test in a user's clone; fail it in CI, where a missing dependency is a defect."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required in CI: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def harness_home(tmp_path_factory) -> Path:
+    """A cache shared by the whole session; the embedded model is converted into it once."""
+    home = Path(os.environ.get("HARNESS_TEST_HOME") or tmp_path_factory.mktemp("harness-home"))
+    os.environ["HARNESS_HOME"] = str(home)
+    # The conversion is the slow part: reuse the user's cache when it already has the model.
+    user_cache = Path.home() / ".cache" / "harness" / "models" / "smollm2-135m-instruct"
+    target = home / "models" / "smollm2-135m-instruct"
+    if user_cache.exists() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(user_cache)
+    return home
+
+
+@pytest.fixture
+def results_dir(tmp_path) -> Path:
+    return tmp_path / "results"
