@@ -77,8 +77,10 @@ def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STOR
     spec = _load(name, preset)
     study_dir, url = _storage(spec, storage, results)
     study = open_study(spec, url, create=True)
-    run_worker(spec, study, study_dir, max_trials=max_trials)
+    _preflight(spec, study)
+    done = run_worker(spec, study, study_dir, max_trials=max_trials)
     _print_verdict(study_dir)
+    _exit_if_failed(done)
 
 
 @app.command()
@@ -90,7 +92,8 @@ def worker(name: str, storage: str = typer.Option(..., "--storage", help="the st
     spec = _load(name, preset)
     study_dir, url = _storage(spec, storage, results)
     study = open_study(spec, url, create=False)
-    run_worker(spec, study, study_dir)
+    _preflight(spec, study)
+    _exit_if_failed(run_worker(spec, study, study_dir))
 
 
 @app.command()
@@ -167,6 +170,21 @@ def data_summary(name: str, preset: Optional[str] = PRESET) -> None:
         if items:
             console.print(f"[bold]{split}[/bold]")
             console.print(format_summary(summarize(items, tok)))
+
+
+def _preflight(spec, study) -> None:
+    from harness.study import trial_spec
+    from harness.trial import preflight
+
+    preflight([trial_spec(spec, params) for params in study.user_attrs["points"]])
+
+
+def _exit_if_failed(results) -> None:
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} trial(s) failed[/red]; the others are recorded. "
+                      "`harness status` shows why.")
+        raise typer.Exit(1)
 
 
 def _print_verdict(study_dir: Path) -> None:

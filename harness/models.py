@@ -177,7 +177,7 @@ def _fix_special_tokens(tok, config) -> None:
 def load_tokenizer(resolved: ResolvedModel):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolved.path)
+    tok = AutoTokenizer.from_pretrained(resolved.path, clean_up_tokenization_spaces=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -80,6 +80,7 @@ class EvalSpec(_Strict):
     compare_base: bool = True
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out items (smoke runs)")
     metric: str = Field("field_accuracy", description="the headline metric")
+    dev_every_steps: int | None = Field(None, gt=0, description="evaluate the dev split every N steps (pruning)")
 
 
 class TrackingSpec(_Strict):
@@ -87,17 +88,47 @@ class TrackingSpec(_Strict):
     project: str = "harness"
 
 
-class SearchSpec(_Strict):
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
-    seeds: list[int] = Field(default_factory=lambda: [0])
+class Distribution(_Strict):
+    """A hyper-parameter distribution for a sampler: a float/int range (log optional) or choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    int: bool = False
+    choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _non_empty(self) -> "SearchSpec":
+    def _range_or_choices(self) -> "Distribution":
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices is an empty list")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError("give low <= high, or choices")
+        return self
+
+
+class SearchSpec(_Strict):
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (every combination)")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="every point runs once per seed")
+    sampler: Literal["grid", "tpe", "random"] = "grid"
+    distributions: dict[str, Distribution] = Field(default_factory=dict, description="for tpe/random")
+    n_trials: int | None = Field(None, gt=0, description="points a sampler draws (each run for every seed)")
+    pruner: Literal["none", "median"] = "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchSpec":
         for key, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid '{key}' is an empty list")
         if not self.seeds:
             raise ValueError("seeds is an empty list")
+        if self.sampler == "grid" and self.distributions:
+            raise ValueError("distributions need sampler: tpe or random")
+        if self.sampler != "grid" and (not self.distributions or self.n_trials is None):
+            raise ValueError(f"sampler {self.sampler} needs distributions and n_trials")
+        if self.sampler != "grid" and self.grid:
+            raise ValueError("use either grid or a sampler with distributions, not both")
         return self
 
 
@@ -114,6 +145,15 @@ class ExperimentSpec(_Strict):
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _selection_reads_dev_only(self) -> "ExperimentSpec":
+        # Choosing among trials on held-out scores would leak the held-out split into selection.
+        if self.search.sampler != "grid" and self.data.dev_size == 0:
+            raise ValueError("a sampler selects trials: set data.dev_size so it selects on a dev split")
+        if self.search.pruner != "none" and (self.data.dev_size == 0 or self.eval.dev_every_steps is None):
+            raise ValueError("a pruner needs data.dev_size and eval.dev_every_steps (intermediate dev scores)")
+        return self
 
 
 # ---------------------------------------------------------------- loading with locations

@@ -45,7 +45,11 @@ class GridPoint:
 
 
 def grid_points(spec: ExperimentSpec) -> list[GridPoint]:
-    """Cartesian product of the grid (keys sorted), each repeated for every seed (innermost)."""
+    """Cartesian product of the grid (keys sorted), each repeated for every seed (innermost).
+
+    A sampler study has no grid: its points are drawn as it runs (see `_draw`)."""
+    if spec.search.sampler != "grid":
+        return []
     keys = sorted(spec.search.grid)
     combos = itertools.product(*(spec.search.grid[k] for k in keys)) if keys else [()]
     points = []
@@ -80,13 +84,17 @@ def trial_spec(spec: ExperimentSpec, params: dict[str, Any]) -> ExperimentSpec:
 def validate_search(spec: ExperimentSpec) -> list[GridPoint]:
     """Refuse, before any trial starts, a search space the trainer cannot run."""
     where = spec.source or spec.name
-    for key in spec.search.grid:
-        if not _field_exists(key):
-            raise SpecError(f"search.grid names '{key}', which the spec does not have "
-                            "(use dotted fields such as lora.r, train.learning_rate)", where=where)
+    for section, keys in (("grid", spec.search.grid), ("distributions", spec.search.distributions)):
+        for key in keys:
+            if not _field_exists(key):
+                raise SpecError(f"search.{section} names '{key}', which the spec does not have "
+                                "(use dotted fields such as lora.r, train.learning_rate)", where=where)
     points = grid_points(spec)
     for point in points:
         trial_spec(spec, point.params)
+    for key, d in spec.search.distributions.items():  # both ends of every range must be a valid spec
+        for value in d.choices if d.choices is not None else [d.low, d.high]:
+            trial_spec(spec, {key: int(value) if d.int else value})
     return points
 
 
@@ -114,19 +122,28 @@ def open_study(spec: ExperimentSpec, storage_url: str, *, create: bool = True, w
     points = validate_search(spec)
     storage = open_storage(storage_url)
     fingerprint = spec_fingerprint(spec)
+    # Samplers and pruners live in each worker's process, not in the storage.
+    sampler = {"tpe": optuna.samplers.TPESampler(seed=0), "random": optuna.samplers.RandomSampler(seed=0)}.get(
+        spec.search.sampler)
+    pruner = optuna.pruners.MedianPruner() if spec.search.pruner == "median" else optuna.pruners.NopPruner()
     created = False
     if create:
         try:
-            study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize")
+            study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize",
+                                        sampler=sampler, pruner=pruner)
             created = True
         except optuna.exceptions.DuplicatedStudyError:
             pass
-    if not created:
-        try:
-            study = optuna.load_study(study_name=spec.name, storage=storage)
-        except KeyError as e:
-            raise HarnessError(f"no study '{spec.name}' in {storage_url}: start it with `harness run {spec.name}`") from e
     deadline = time.monotonic() + wait_s
+    while not created:
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
+            break
+        except KeyError as e:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"no study '{spec.name}' in {storage_url}: "
+                                   f"start it with `harness run {spec.name} --storage ...`") from e
+            time.sleep(0.5)  # the creating worker may be a moment behind
     while "fingerprint" not in study.user_attrs:
         if created or time.monotonic() > deadline:
             _enqueue_missing(study, points)
@@ -156,6 +173,37 @@ def _claim_waiting(study: optuna.Study) -> optuna.Trial | None:
         if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
             return optuna.Trial(study, frozen._trial_id)
     return None
+
+
+def _draw(spec: ExperimentSpec, study: optuna.Study) -> optuna.Trial | None:
+    """Sampler studies: queue a fresh point at the first seed while fewer than n_trials were drawn."""
+    if spec.search.sampler == "grid":
+        return None
+    first_seed = spec.search.seeds[0]
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+    drawn = [t for t in study.get_trials(deepcopy=False, states=live)
+             if t.system_attrs.get("fixed_params", {}).get("train.seed", t.params.get("train.seed")) == first_seed]
+    if len(drawn) >= spec.search.n_trials:
+        return None
+    study.enqueue_trial({"train.seed": first_seed})
+    return _claim_waiting(study)
+
+
+def _sampled_params(spec: ExperimentSpec, study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
+    """Suggest every distribution (fixed for seed copies); a first-seed draw queues its other seeds."""
+    params: dict[str, Any] = {}
+    for key, d in sorted(spec.search.distributions.items()):
+        if d.choices is not None:
+            params[key] = trial.suggest_categorical(key, d.choices)
+        elif d.int:
+            params[key] = trial.suggest_int(key, int(d.low), int(d.high), log=d.log, step=int(d.step or 1))
+        else:
+            params[key] = trial.suggest_float(key, d.low, d.high, log=d.log, step=d.step)
+    params["train.seed"] = trial.suggest_categorical("train.seed", spec.search.seeds)
+    if params["train.seed"] == spec.search.seeds[0] and "failed_trial" not in trial.system_attrs:
+        for seed in spec.search.seeds[1:]:
+            study.enqueue_trial({**params, "train.seed": seed})
+    return params
 
 
 def reap_dead_trials(study: optuna.Study) -> int:
@@ -221,11 +269,13 @@ def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worke
     results: list[TrialResult] = []
     reap_dead_trials(study)
     while max_trials is None or len(results) < max_trials:
-        trial = _claim_waiting(study)
+        trial = _claim_waiting(study) or _draw(spec, study)
         if trial is None:
             break
-        index = trial.suggest_int("point", 0, len(points) - 1)
-        params = points[index].params
+        if spec.search.sampler == "grid":
+            params = points[trial.suggest_int("point", 0, len(points) - 1)].params
+        else:
+            params = _sampled_params(spec, study, trial)
         trial.set_user_attr("params", params)
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         console.rule(f"[bold]{spec.name} · {trial_dir_name(trial.number)} · {params}")

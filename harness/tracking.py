@@ -69,3 +69,67 @@ class Tracker:
 
 def _cell(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+# ---------------------------------------------------------------- reading an offline run back
+
+_BLOCK, _HEADER = 32768, 7  # the .wandb file is a LevelDB-style log of protobuf Records
+
+
+def _log_records(path: Path):
+    import struct
+    import zlib
+
+    data = Path(path).read_bytes()
+    ident, _magic, _version = struct.unpack("<4sHB", data[:_HEADER])
+    if ident != b":W&B":
+        raise ValueError(f"{path}: not a W&B transaction log")
+    pos, pending = _HEADER, b""
+    while pos + _HEADER <= len(data):
+        left_in_block = _BLOCK - pos % _BLOCK
+        if left_in_block < _HEADER:  # block trailer: zero padding
+            pos += left_in_block
+            continue
+        checksum, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        if length == 0 and kind == 0:
+            pos += left_in_block
+            continue
+        chunk = data[pos + _HEADER:pos + _HEADER + length]
+        if zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != checksum:
+            break  # a torn tail (killed process): everything before it is intact
+        pos += _HEADER + length
+        pending += chunk
+        if kind in (1, 4):  # FULL or LAST
+            yield pending
+            pending = b""
+
+
+def read_offline_run(run_dir: Path) -> dict[str, Any]:
+    """Config, history rows and summary of a W&B run from its local `.wandb` file (no server needed)."""
+    import json
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    files = sorted(Path(run_dir).glob("run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no run-*.wandb in {run_dir}")
+    config: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for raw in _log_records(files[0]):
+        record = pb.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            for item in record.run.config.update:
+                config[item.key] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                config[item.key] = json.loads(item.value_json)
+        elif kind == "history":
+            history.append({".".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                summary[".".join(item.nested_key) or item.key] = json.loads(item.value_json)
+    return {"config": {k: v.get("value", v) if isinstance(v, dict) else v for k, v in config.items()},
+            "history": history, "summary": summary}

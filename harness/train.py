@@ -54,8 +54,13 @@ class TrainingBackend(ABC):
 
     @abstractmethod
     def train_sft(self, model, tokenizer, examples: list[Example], spec: TrainSpec, out_dir: Path,
-                  on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainOutcome:
-        """Supervised fine-tuning on the assistant turn as the chat template renders it."""
+                  on_log: Callable[[dict[str, Any]], None] | None = None,
+                  on_step: Callable[[int], None] | None = None) -> TrainOutcome:
+        """Supervised fine-tuning on the assistant turn as the chat template renders it.
+
+        `on_log` gets each logged row (loss, learning rate, ...); `on_step` is called after every
+        optimiser step and may raise to stop training (a pruned trial).
+        """
 
 
 def lora_config(lora: LoraSpec, model=None):
@@ -100,7 +105,7 @@ class HFBackend(TrainingBackend):
     def remove_adapter(self, model):
         return model.unload()
 
-    def train_sft(self, model, tokenizer, examples, spec, out_dir, on_log=None) -> TrainOutcome:
+    def train_sft(self, model, tokenizer, examples, spec, out_dir, on_log=None, on_step=None) -> TrainOutcome:
         import torch
         from datasets import Dataset
         from transformers import TrainerCallback
@@ -135,6 +140,10 @@ class HFBackend(TrainingBackend):
                     log.append(row)
                     if on_log:
                         on_log(row)
+
+            def on_step_end(self, args, state, control, **kw):
+                if on_step:
+                    on_step(state.global_step)
 
         trainer = _guarded_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                      callbacks=[_Collect()])

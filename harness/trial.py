@@ -47,6 +47,18 @@ class Worker:
         return self._bases[key]
 
 
+def preflight(specs: list[ExperimentSpec]) -> None:
+    """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage."""
+    seen: set[str] = set()
+    for spec in specs:
+        for key, check in ((f"model:{spec.model.base}", lambda: resolve_model(spec.model.base)),
+                           (f"data:{spec.data.model_dump_json()}",
+                            lambda: prepare_data(spec.data, harness_home() / "data"))):
+            if key not in seen:
+                seen.add(key)
+                check()
+
+
 def _base_eval_key(spec: ExperimentSpec, data: PreparedData) -> str:
     relevant = {"model": spec.model.model_dump(mode="json"), "split": data.split.split_hash,
                 "system": spec.data.system_prompt,
@@ -90,10 +102,25 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             write_jsonl(cache, arms["base"])
 
         peft_model = worker.backend.add_adapter(model, spec.lora)
+
+        def dev_score() -> float:
+            rows = score_items("dev", data.dev, generate(peft_model, tok, [ex.prompt for ex in data.dev],
+                                                         max_new_tokens=spec.eval.max_new_tokens,
+                                                         batch_size=spec.eval.batch_size), scorer)
+            return aggregate(rows)[spec.eval.metric]
+
+        def on_step(step: int) -> None:
+            every = spec.eval.dev_every_steps
+            if every and data.dev and on_dev_metric and step % every == 0:
+                value = dev_score()
+                tracker.log({f"dev/{spec.eval.metric}": value}, step=step)
+                on_dev_metric(value, step)
+
         outcome = worker.backend.train_sft(
             peft_model, tok, data.train, spec.train, trial_dir / "checkpoints",
             on_log=lambda row: tracker.log({f"train/{k}": v for k, v in row.items() if isinstance(v, (int, float))},
-                                           step=row["step"]))
+                                           step=row["step"]),
+            on_step=on_step)
         write_jsonl(trial_dir / "train_log.jsonl", outcome.log)
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # the trainer's scratch; the adapter is kept
         adapter_dir = trial_dir / "adapter"
@@ -101,10 +128,9 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
         adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
 
         objective = None
-        if data.dev:
-            dev_rows = _evaluate(peft_model, tok, "dev", data.dev, spec, scorer)
-            objective = aggregate(dev_rows).get(spec.eval.metric)
-            if on_dev_metric and objective is not None:
+        if data.dev:  # the objective of selection: a dev split from the training side
+            objective = dev_score()
+            if on_dev_metric:
                 on_dev_metric(objective, outcome.steps)
         arms["tuned"] = _evaluate(peft_model, tok, "tuned", heldout, spec, scorer)
     except BaseException:

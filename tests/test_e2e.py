@@ -1,0 +1,85 @@
+"""One experiment end to end on `random:tiny`: results layout, manifest, atomic records, W&B read-back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli_runner import harness
+from harness.record import read_json, read_jsonl
+from harness.tracking import read_offline_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(harness_home, tmp_path_factory):
+    results = tmp_path_factory.mktemp("e2e") / "results"
+    proc = harness("run", "quickstart", "--preset", "smoke", "--results", str(results),
+                   env={"HARNESS_HOME": str(harness_home), "WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results / "quickstart-smoke", proc
+
+
+def test_trial_writes_every_record(smoke_run):
+    study_dir, proc = smoke_run
+    trial = study_dir / "trial-0000"
+    for name in ("manifest.json", "metrics.json", "result.json", "train_log.jsonl", "eval/base.jsonl",
+                 "eval/tuned.jsonl", "adapter/adapter_model.safetensors"):
+        assert (trial / name).exists(), name
+    assert not list(study_dir.rglob("*.tmp")), "no temporary files left behind"
+    result = read_json(trial / "result.json")
+    assert result["status"] == "complete"
+    assert "base vs tuned" in proc.stderr and "tuned" in proc.stderr
+
+
+def test_per_item_rows_are_scored_and_timed(smoke_run):
+    study_dir, _ = smoke_run
+    for arm in ("base", "tuned"):
+        rows = read_jsonl(study_dir / "trial-0000" / "eval" / f"{arm}.jsonl")
+        assert len(rows) == 8  # eval.limit of the smoke preset
+        assert len({r["item_id"] for r in rows}) == 8
+        for r in rows:
+            assert {"json_valid", "exact_match", "field_accuracy"} <= set(r["scores"])
+            assert r["latency_s"] > 0 and r["output_tokens"] >= 1 and r["reference"].startswith("{")
+    metrics = read_json(study_dir / "trial-0000" / "metrics.json")
+    assert metrics["tuned"]["n"] == 8 and metrics["cost"]["tokens_trained"] > 0
+    assert metrics["cost"]["train_steps"] == 4
+
+
+def test_manifest_records_what_ran(smoke_run):
+    study_dir, _ = smoke_run
+    manifest = read_json(study_dir / "trial-0000" / "manifest.json")
+    assert manifest["model"]["name"] == "random:tiny" and manifest["backend"] == "hf-peft-trl"
+    assert len(manifest["split_hash"]) == 64
+    assert manifest["data"]["heldout_items"] == 100 and manifest["data"]["train_items"] == 16
+    assert {"torch", "transformers", "trl", "peft"} <= set(manifest["packages"])
+    assert manifest["hardware"]["cpu_count"] >= 1 and manifest["seed"] == 0
+    assert manifest["spec"]["lora"]["r"] == 16
+
+
+def test_wandb_offline_run_reads_back_logged_values(smoke_run):
+    study_dir, _ = smoke_run
+    runs = sorted((study_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    logged = read_offline_run(runs[0])
+    assert logged["config"]["lora"]["r"] == 16 and logged["config"]["trial"] == 0
+    losses = [row["train/loss"] for row in logged["history"] if "train/loss" in row]
+    recorded = [row["loss"] for row in read_jsonl(study_dir / "trial-0000" / "train_log.jsonl")]
+    assert losses == pytest.approx(recorded) and len(losses) == 4
+    metrics = read_json(study_dir / "trial-0000" / "metrics.json")
+    tuned = [row for row in logged["history"] if "tuned/field_accuracy" in row]
+    assert tuned and tuned[0]["tuned/field_accuracy"] == pytest.approx(metrics["tuned"]["field_accuracy"])
+    tables = [row for row in logged["history"] if "eval/tuned" in row]
+    assert tables, "the per-item eval table is logged"
+
+
+def test_rerun_resumes_without_retraining(smoke_run, harness_home):
+    study_dir, _ = smoke_run
+    before = (study_dir / "trial-0000" / "result.json").stat().st_mtime_ns
+    proc = harness("run", "quickstart", "--preset", "smoke", "--results", str(study_dir.parent),
+                   env={"HARNESS_HOME": str(harness_home), "WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (study_dir / "trial-0000" / "result.json").stat().st_mtime_ns == before
+    assert not (study_dir / "trial-0001").exists()
