@@ -6,7 +6,6 @@ same interface (`TrainingBackend`); experiments never name a backend, the manife
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from abc import ABC, abstractmethod
@@ -163,25 +162,16 @@ def _count_tokens(dataset) -> int:
     return sum(len(x) for x in dataset[column]) if column else 0
 
 
-_MODEL_INPUTS = {"input_ids", "attention_mask", "labels", "position_ids"}
-_TRITON = importlib.util.find_spec("triton") is not None
-
-
 def _guarded_trainer_class():
     # TRL is imported lazily: `harness list` and friends must not pay for it.
-    from transformers import Trainer
     from trl import SFTTrainer
+
+    from harness import cpu_logprob
+
+    cpu_logprob.install()
 
     class GuardedSFTTrainer(SFTTrainer):
         """Stops at the first step whose loss is not finite, instead of training on garbage."""
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if _TRITON:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # TRL's fused LM-head loss is a Triton kernel (CUDA only). Elsewhere the model's own causal-LM
-            # loss over the same completion-only labels is the identical objective.
-            inputs = {k: v for k, v in inputs.items() if k in _MODEL_INPUTS}
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
