@@ -30,3 +30,7 @@ class SplitError(HarnessError):
 
 class ModelError(HarnessError):
     """A base model that cannot be resolved or provisioned."""
+
+
+class Unavailable(HarnessError):
+    """An arm this machine cannot run (e.g. QLoRA without CUDA): reported as not run, with the reason."""

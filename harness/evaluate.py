@@ -24,16 +24,23 @@ class Generation:
 def generate(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_new_tokens: int, batch_size: int,
              progress: Callable[[int], None] | None = None) -> list[Generation]:
     """Greedy completions for chat prompts, batched with left padding, in the input order."""
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    return generate_texts(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          progress=progress)
+
+
+def generate_texts(model, tokenizer, texts: list[str], *, max_new_tokens: int, batch_size: int,
+                   progress: Callable[[int], None] | None = None) -> list[Generation]:
+    """Greedy completions for already-rendered prompt texts (see `harness.prompting.render_prompt`)."""
     import torch
 
-    texts = [render_prompt(tokenizer, p) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     # Similar lengths in a batch waste less compute on padding.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     stops = stop_token_ids(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
-    out: list[Generation | None] = [None] * len(prompts)
+    out: list[Generation | None] = [None] * len(texts)
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import ModelError
+from harness.errors import ModelError, Unavailable
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -206,7 +206,7 @@ def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None 
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if load_in_4bit:
         if device != "cuda":
-            raise ModelError("4-bit QLoRA (bitsandbytes NF4) needs CUDA; this machine has none")
+            raise Unavailable("4-bit QLoRA (bitsandbytes NF4) needs CUDA; this machine has none")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

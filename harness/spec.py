@@ -51,10 +51,17 @@ class DataSpec(_Strict):
 
 class LoraSpec(_Strict):
     r: int = Field(16, gt=0)
-    alpha: float | None = Field(None, gt=0, description="defaults to 2*r")
+    alpha: float | None = Field(None, gt=0, description="explicit lora_alpha; overrides alpha_policy")
+    alpha_policy: Literal["2r", "r", "rslora"] = Field(
+        "2r", description="alpha = 2r, alpha = r, or rsLoRA (scale alpha/sqrt(r) with alpha fixed, default 16)")
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear", "attention"] = "all-linear"
-    use_rslora: bool = False
+
+    @property
+    def lora_alpha(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return {"2r": 2.0 * self.r, "r": float(self.r), "rslora": 16.0}[self.alpha_policy]
 
 
 class TrainSpec(_Strict):

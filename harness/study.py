@@ -26,7 +26,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from harness.errors import HarnessError, SpecError
+from harness.errors import HarnessError, SpecError, Unavailable
 from harness.record import TrialResult, trial_dir_name
 from harness.spec import ExperimentSpec, set_dotted, validate_spec
 
@@ -296,6 +296,12 @@ def _run_one(spec, study, trial, params, study_dir, worker, run_trial) -> TrialR
 
     try:
         result = run_trial(trial_spec(spec, params), study_dir, trial.number, params, worker, on_dev_metric=report)
+    except Unavailable as e:  # e.g. a QLoRA arm without CUDA: reported as not run, never silently dropped
+        result = TrialResult(trial.number, "not_run", params, reason=str(e))
+        result.write(study_dir / trial_dir_name(trial.number))
+        trial.set_user_attr("reason", f"not run: {e}")
+        study.tell(trial, state=TrialState.FAIL)
+        return result
     except optuna.TrialPruned as e:
         result = TrialResult(trial.number, "pruned", params, reason=str(e))
         study.tell(trial, state=TrialState.PRUNED)

@@ -72,9 +72,8 @@ def lora_config(lora: LoraSpec, model=None):
         targets = lora.target_modules
     if model is not None:
         _check_rank(model, lora.r, targets)
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha if lora.alpha is not None else 2 * lora.r,
-                      lora_dropout=lora.dropout, target_modules=targets, use_rslora=lora.use_rslora,
-                      bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      use_rslora=lora.alpha_policy == "rslora", bias="none", task_type="CAUSAL_LM")
 
 
 def _check_rank(model, r: int, targets: list[str] | str) -> None:
