@@ -21,16 +21,30 @@ app.add_typer(data_app, name="data")
 PRESET = typer.Option(None, "--preset", "-p", help="apply a named block of the spec's `presets:` (e.g. smoke)")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite at results/NAME/study.db)")
 RESULTS = typer.Option(None, "--results", help="results root (default: $HARNESS_RESULTS or ./results)")
+SET = typer.Option(None, "--set", help="override a spec field: --set train.learning_rate=1e-4 (repeatable)")
 
 
 def _results_root(results: Optional[Path]) -> Path:
     return Path(results or os.environ.get("HARNESS_RESULTS") or "results")
 
 
-def _load(name: str, preset: Optional[str]):
-    from harness.registry import get_spec
+def _parse_sets(sets: Optional[list[str]]) -> dict:
+    import yaml
 
-    spec = get_spec(name, preset)
+    out = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HarnessError(f"--set {item}: expected key=value, e.g. train.learning_rate=1e-4")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _load(name: str, preset: Optional[str], sets: Optional[list[str]] = None):
+    from harness.registry import find_experiment
+    from harness.spec import load_spec
+
+    spec = load_spec(find_experiment(name), preset=preset, overrides=_parse_sets(sets))
     if preset:  # a preset is a different study: its trials must not mix with the full one's
         spec.name = f"{spec.name}-{preset}"
     return spec
@@ -56,11 +70,11 @@ def list_experiments() -> None:
 
 
 @app.command()
-def check(name: str, preset: Optional[str] = PRESET) -> None:
+def check(name: str, preset: Optional[str] = PRESET, set_: Optional[list[str]] = SET) -> None:
     """Validate an experiment spec and print its grid, without running anything."""
     from harness.study import validate_search
 
-    spec = _load(name, preset)
+    spec = _load(name, preset, set_)
     points = validate_search(spec)
     console.print(f"[green]ok[/green] {spec.name}: {len(points)} trial(s)")
     for p in points:
@@ -69,12 +83,12 @@ def check(name: str, preset: Optional[str] = PRESET) -> None:
 
 @app.command()
 def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE,
-        results: Optional[Path] = RESULTS,
+        results: Optional[Path] = RESULTS, set_: Optional[list[str]] = SET,
         max_trials: Optional[int] = typer.Option(None, help="stop after this many trials (the rest stay queued)")) -> None:
     """Start or resume an experiment's study and run its trials until the grid is done."""
     from harness.study import open_study, run_worker
 
-    spec = _load(name, preset)
+    spec = _load(name, preset, set_)
     study_dir, url = _storage(spec, storage, results)
     study = open_study(spec, url, create=True)
     _preflight(spec, study)
@@ -85,11 +99,12 @@ def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STOR
 
 @app.command()
 def worker(name: str, storage: str = typer.Option(..., "--storage", help="the study's storage URL"),
-           preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS) -> None:
+           preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
+           set_: Optional[list[str]] = SET) -> None:
     """Join a running study from another process or machine and work through its queue."""
     from harness.study import open_study, run_worker
 
-    spec = _load(name, preset)
+    spec = _load(name, preset, set_)
     study_dir, url = _storage(spec, storage, results)
     study = open_study(spec, url, create=False)
     _preflight(spec, study)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness.distill import DistillSpec
 from harness.errors import SpecError
 
 
@@ -139,6 +140,14 @@ class SearchSpec(_Strict):
         return self
 
 
+class DistillPlan(DistillSpec):
+    """Distillation vs more data: train on the teacher's answers to the first n prompts (`arm: distilled`)
+    or on the first k*n original pairs (`arm: original`); grid over `distill.arm` to compare."""
+
+    k: int = Field(4, ge=1, description="the original-data arm trains on k*n pairs")
+    arm: Literal["distilled", "original"] = "distilled"
+
+
 class ExperimentSpec(_Strict):
     name: str
     description: str = Field(description="the question this experiment answers, in one sentence")
@@ -149,6 +158,7 @@ class ExperimentSpec(_Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    distill: DistillPlan | None = None
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)

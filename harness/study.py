@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import traceback
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,9 @@ def grid_points(spec: ExperimentSpec) -> list[GridPoint]:
 def _field_exists(key: str) -> bool:
     model: Any = ExperimentSpec
     for part in key.split("."):
-        fields = getattr(model, "model_fields", None)
+        # `Section | None` fields: look inside the model member of the union
+        candidates = [model, *typing.get_args(model)]
+        fields = next((c.model_fields for c in candidates if hasattr(c, "model_fields")), None)
         if not fields or part not in fields:
             return False
         model = fields[part].annotation

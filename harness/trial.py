@@ -101,6 +101,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             arms["base"] = read_jsonl(cache) if cache.exists() else _evaluate(model, tok, "base", heldout, spec, scorer)
             write_jsonl(cache, arms["base"])
 
+        train_examples, teacher = _training_examples(spec, data, Path(study_dir))
         peft_model = worker.backend.add_adapter(model, spec.lora)
 
         def dev_score() -> float:
@@ -117,7 +118,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                 on_dev_metric(value, step)
 
         outcome = worker.backend.train_sft(
-            peft_model, tok, data.train, spec.train, trial_dir / "checkpoints",
+            peft_model, tok, train_examples, spec.train, trial_dir / "checkpoints",
             on_log=lambda row: tracker.log({f"train/{k}": v for k, v in row.items() if isinstance(v, (int, float))},
                                            step=row["step"]),
             on_step=on_step)
@@ -148,6 +149,8 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             "trainable_params": outcome.trainable_params, "adapter_bytes": adapter_bytes}
     metrics: dict[str, Any] = {arm: aggregate(rows) for arm, rows in arms.items()}
     metrics["cost"] = cost
+    if teacher is not None:
+        metrics["teacher"] = teacher
     for arm, rows in arms.items():
         write_jsonl(trial_dir / "eval" / f"{arm}.jsonl", rows)
     write_json(trial_dir / "metrics.json", metrics)
@@ -167,6 +170,25 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     result = TrialResult(number=number, status="complete", params=params, metrics=metrics, objective=objective)
     result.write(trial_dir)
     return result
+
+
+def _training_examples(spec: ExperimentSpec, data: PreparedData, study_dir: Path):
+    """The pairs SFT trains on: the training split, or one arm of distillation vs more data."""
+    plan = spec.distill
+    if plan is None:
+        return data.train, None
+    if plan.arm == "original":
+        need = plan.k * plan.n
+        if len(data.train) < need:
+            from harness.errors import DataError
+
+            raise DataError(f"distill.k*n = {need} original pairs asked for, only {len(data.train)} training items")
+        return data.train[:need], None
+    from harness.distill import distill
+
+    # The teacher's answers are cached per study: every seed and rerun reuses them without paying again.
+    result = distill(data.train, plan, cache_dir=study_dir / "teacher-cache")
+    return result.examples, result.summary()
 
 
 def _peak_memory_gb() -> float:

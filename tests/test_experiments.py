@@ -1,0 +1,60 @@
+"""The registered experiments run end to end on CPU with their smoke presets, and their reports render."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli_runner import harness
+from harness.record import read_json
+from llama_server import llama, llama_session  # noqa: F401  (fixtures: a real OpenAI-compatible server)
+
+pytestmark = pytest.mark.slow
+
+
+def _run(name: str, results, home, *extra: str):
+    env = {"HARNESS_HOME": str(home), "WANDB_MODE": "disabled"}
+    proc = harness("run", name, "--preset", "smoke", "--results", str(results), *extra, env=env)
+    report = harness("report", name, "--preset", "smoke", "--results", str(results), env=env)
+    return proc, report
+
+
+def _results(study_dir):
+    return [read_json(p) for p in sorted(study_dir.glob("trial-*/result.json"))]
+
+
+def test_rank_ablation_smoke_reports_qlora_as_not_run(tmp_path, harness_home):
+    proc, report = _run("rank_ablation", tmp_path, harness_home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = _results(tmp_path / "rank_ablation-smoke")
+    assert len(results) == 8
+    not_run = [r for r in results if r["params"]["model.load_in_4bit"]]
+    assert {r["status"] for r in not_run} == {"not_run"}
+    assert all("CUDA" in r["reason"] for r in not_run)
+    done = [r for r in results if not r["params"]["model.load_in_4bit"]]
+    assert {r["status"] for r in done} == {"complete"}
+    params = {r["params"]["lora.r"]: r["metrics"]["cost"]["trainable_params"] for r in done}
+    assert params[8] == 4 * params[2]
+    assert all(r["metrics"]["cost"]["adapter_bytes"] > 0 for r in done)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (tmp_path / "rank_ablation-smoke" / "report.md").read_text()
+    assert "not run" in text.lower() and "CUDA" in text
+
+
+def test_distill_vs_data_smoke_with_a_real_teacher(tmp_path, harness_home, llama):
+    url = llama.url
+    proc, report = _run("distill_vs_data", tmp_path, harness_home, "--set", f"distill.teacher.url={url}",
+                        "--set", "distill.teacher.price_output_per_m=2.0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = _results(tmp_path / "distill_vs_data-smoke")
+    assert len(results) == 4 and {r["status"] for r in results} == {"complete"}
+    distilled = [r for r in results if r["params"]["distill.arm"] == "distilled"]
+    original = [r for r in results if r["params"]["distill.arm"] == "original"]
+    for r in distilled:
+        teacher = r["metrics"]["teacher"]
+        assert teacher["n"] == 4 and teacher["output_tokens"] > 0 and teacher["cost_usd"] > 0
+    assert distilled[1]["metrics"]["teacher"]["paid_usd"] == 0, "the second seed reuses the cached teacher calls"
+    assert all("teacher" not in r["metrics"] for r in original)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "distill_vs_data-smoke" / "report.json").exists()
