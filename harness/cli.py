@@ -206,7 +206,7 @@ def _print_verdict(study_dir: Path) -> None:
     from harness.record import TrialResult
 
     table = Table("trial", "params", "arm", "json valid", "field accuracy", "exact match", "tokens/s",
-                  title="base vs tuned on the frozen held-out split")
+                  title="every arm on the frozen held-out split")
     for trial_dir in sorted(study_dir.glob("trial-*")):
         result = TrialResult.read(trial_dir)
         if result is None:
@@ -214,9 +214,8 @@ def _print_verdict(study_dir: Path) -> None:
         if result.status != "complete":
             table.add_row(str(result.number), str(result.params), result.status, result.reason or "", "", "", "")
             continue
-        for arm in ("base", "tuned"):
-            m = result.metrics.get(arm)
-            if m:
+        for arm, m in result.metrics.items():
+            if isinstance(m, dict) and "n" in m:  # eval arms; cost, teacher and dpo are not arms
                 pct = lambda k: f"{100 * m[k]:.1f}%" if k in m else "–"
                 table.add_row(str(result.number), str(result.params), arm, pct("json_valid"), pct("field_accuracy"),
                               pct("exact_match"), f"{m.get('tokens_per_s', float('nan')):.1f}")

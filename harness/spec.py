@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.distill import DistillSpec
+from harness.dpo import DPOSpec
 from harness.errors import SpecError
 
 
@@ -159,6 +160,7 @@ class ExperimentSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     distill: DistillPlan | None = None
+    dpo: DPOSpec | None = Field(None, description="after SFT: DPO on mined (or given) preference pairs")
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)
@@ -168,6 +170,8 @@ class ExperimentSpec(_Strict):
         # Choosing among trials on held-out scores would leak the held-out split into selection.
         if self.search.sampler != "grid" and self.data.dev_size == 0:
             raise ValueError("a sampler selects trials: set data.dev_size so it selects on a dev split")
+        if self.dpo is not None and self.dpo.pairs == "mined" and self.data.dev_size == 0:
+            raise ValueError("dpo.pairs: mined needs data.dev_size (pairs come from the SFT model's dev failures)")
         if self.search.pruner != "none" and (self.data.dev_size == 0 or self.eval.dev_every_steps is None):
             raise ValueError("a pruner needs data.dev_size and eval.dev_every_steps (intermediate dev scores)")
         return self

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness.data.example import Example
 from harness.errors import HarnessError, SpecError
-from harness.spec import LoraSpec, TrainSpec
+
+if TYPE_CHECKING:  # spec.py imports the DPO section, which imports this module
+    from harness.spec import LoraSpec, TrainSpec
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -106,7 +109,6 @@ class HFBackend(TrainingBackend):
     def train_sft(self, model, tokenizer, examples, spec, out_dir, on_log=None, on_step=None) -> TrainOutcome:
         import torch
         from datasets import Dataset
-        from transformers import TrainerCallback
         from trl import SFTConfig
 
         from harness.prompting import ensure_chat_template
@@ -130,25 +132,13 @@ class HFBackend(TrainingBackend):
             disable_tqdm=False, dataset_num_proc=None,
         )
         log: list[dict[str, Any]] = []
-
-        class _Collect(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kw):
-                if logs and "loss" in logs:
-                    row = {"step": state.global_step, "epoch": state.epoch, **logs}
-                    log.append(row)
-                    if on_log:
-                        on_log(row)
-
-            def on_step_end(self, args, state, control, **kw):
-                if on_step:
-                    on_step(state.global_step)
-
-        trainer = _guarded_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                     callbacks=[_Collect()])
-        tokens = _count_tokens(trainer.train_dataset)
-        t0 = time.perf_counter()
-        result = trainer.train()
-        runtime = time.perf_counter() - t0
+        with forward_restored(model):
+            trainer = guarded_trainer_class("SFTTrainer")(model=model, args=args, train_dataset=dataset,
+                                               processing_class=tokenizer, callbacks=[LogCallback(log, on_log, on_step)])
+            tokens = _count_tokens(trainer.train_dataset)
+            t0 = time.perf_counter()
+            result = trainer.train()
+            runtime = time.perf_counter() - t0
         epochs_run = trainer.state.epoch or spec.epochs
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return TrainOutcome(steps=trainer.state.global_step, tokens_trained=int(tokens * epochs_run),
@@ -156,22 +146,64 @@ class HFBackend(TrainingBackend):
                             trainable_params=trainable)
 
 
+@contextmanager
+def forward_restored(model) -> Iterator[None]:
+    """Undo the forward patch TRL puts on the base model for each trainer (its fused LM head).
+
+    The base model is reused across a worker's trials; without this the patches would stack up."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = vars(base).get("forward")
+    try:
+        yield
+    finally:
+        if saved is not None:
+            base.forward = saved
+        else:
+            vars(base).pop("forward", None)
+
+
+def _log_callback_class():
+    from transformers import TrainerCallback
+
+    class LogCallback(TrainerCallback):
+        """Collects logged rows (loss, learning rate, DPO rewards, ...) and forwards steps to the trial."""
+
+        def __init__(self, log: list[dict[str, Any]], on_log=None, on_step=None) -> None:
+            self.log, self.forward_log, self.forward_step = log, on_log, on_step
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                row = {"step": state.global_step, "epoch": state.epoch, **logs}
+                self.log.append(row)
+                if self.forward_log:
+                    self.forward_log(row)
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.forward_step:
+                self.forward_step(state.global_step)
+
+    return LogCallback
+
+
+def LogCallback(log: list[dict[str, Any]], on_log=None, on_step=None):
+    """A transformers TrainerCallback (built lazily: transformers is imported only when training)."""
+    return _log_callback_class()(log, on_log, on_step)
+
+
 def _count_tokens(dataset) -> int:
     column = "input_ids" if "input_ids" in dataset.column_names else None
     return sum(len(x) for x in dataset[column]) if column else 0
 
 
-def _guarded_trainer_class():
-    # TRL is imported lazily: `harness list` and friends must not pay for it.
-    from trl import SFTTrainer
+def guarded_trainer_class(name: str):
+    """TRL's `SFTTrainer` or `DPOTrainer`, stopping at the first step whose loss is not finite."""
+    import trl  # lazily: `harness list` and friends must not pay for TRL
 
     from harness import cpu_logprob
 
-    cpu_logprob.install()
+    cpu_logprob.install()  # TRL's log-probs use a Triton kernel; CPU gets a plain-autograd stand-in
 
-    class GuardedSFTTrainer(SFTTrainer):
-        """Stops at the first step whose loss is not finite, instead of training on garbage."""
-
+    class Guarded(getattr(trl, name)):
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             value = float(loss.detach().float().mean())
@@ -179,7 +211,8 @@ def _guarded_trainer_class():
                 raise NonFiniteLoss(self.state.global_step + 1, value)
             return loss
 
-    return GuardedSFTTrainer
+    Guarded.__name__ = f"Guarded{name}"
+    return Guarded
 
 
 def select_backend(prefer: str | None = None) -> TrainingBackend:

@@ -94,7 +94,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                               "trial": number}, directory=Path(study_dir))
     tracker.summary({"data": summary})
     arms: dict[str, list[dict[str, Any]]] = {}
-    peft_model = None
+    peft_model = dpo_outcome = None
     try:
         if spec.eval.compare_base:
             cache = Path(study_dir) / "base-eval" / f"{_base_eval_key(spec, data)}.jsonl"
@@ -124,6 +124,10 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             on_step=on_step)
         write_jsonl(trial_dir / "train_log.jsonl", outcome.log)
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # the trainer's scratch; the adapter is kept
+        if spec.dpo is not None:
+            peft_model.save_pretrained(trial_dir / "adapter-sft")
+            arms["sft"] = _evaluate(peft_model, tok, "sft", heldout, spec, scorer)
+            dpo_outcome, dpo_pairs = _train_dpo(spec, data, peft_model, tok, scorer, trial_dir, tracker)
         adapter_dir = trial_dir / "adapter"
         peft_model.save_pretrained(adapter_dir)
         adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
@@ -133,7 +137,8 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             objective = dev_score()
             if on_dev_metric:
                 on_dev_metric(objective, outcome.steps)
-        arms["tuned"] = _evaluate(peft_model, tok, "tuned", heldout, spec, scorer)
+        final_arm = "dpo" if spec.dpo is not None else "tuned"
+        arms[final_arm] = _evaluate(peft_model, tok, final_arm, heldout, spec, scorer)
     except BaseException:
         tracker.finish(exit_code=1)
         raise
@@ -151,6 +156,11 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     metrics["cost"] = cost
     if teacher is not None:
         metrics["teacher"] = teacher
+    if dpo_outcome is not None:
+        metrics["dpo"] = {"pairs": dpo_pairs, "steps": dpo_outcome.steps, "final_loss": dpo_outcome.final_loss,
+                          "tokens_trained": dpo_outcome.tokens_trained, "device_s": dpo_outcome.runtime_s}
+        cost["device_s"] += dpo_outcome.runtime_s
+        cost["tokens_trained"] += dpo_outcome.tokens_trained
     for arm, rows in arms.items():
         write_jsonl(trial_dir / "eval" / f"{arm}.jsonl", rows)
     write_json(trial_dir / "metrics.json", metrics)
@@ -170,6 +180,27 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     result = TrialResult(number=number, status="complete", params=params, metrics=metrics, objective=objective)
     result.write(trial_dir)
     return result
+
+
+def _train_dpo(spec: ExperimentSpec, data: PreparedData, peft_model, tok, scorer, trial_dir: Path, tracker):
+    """Continue the SFT adapter with DPO on the SFT model's own dev failures (or the user's pairs)."""
+    from harness.dpo import load_preference_pairs, mine_pairs, train_dpo
+
+    d = spec.dpo
+    if d.pairs == "mined":  # the dev split is training-side: the held-out split is never mined
+        pairs = mine_pairs(peft_model, tok, data.dev, scorer, metric=d.metric, fail_below=d.fail_below,
+                           max_pairs=d.max_pairs, max_new_tokens=spec.eval.max_new_tokens,
+                           batch_size=spec.eval.batch_size)
+    else:
+        pairs = load_preference_pairs(d.preference_file, max_pairs=d.max_pairs, system_prompt=spec.data.system_prompt,
+                                      heldout=data.heldout)
+    write_jsonl(trial_dir / "dpo_pairs.jsonl", [p.to_json() for p in pairs])
+    outcome = train_dpo(peft_model, tok, pairs, d, seed=spec.train.seed, out_dir=trial_dir / "dpo-checkpoints",
+                        on_log=lambda row: tracker.log({f"dpo/{k}": v for k, v in row.items()
+                                                        if isinstance(v, (int, float))}))
+    write_jsonl(trial_dir / "dpo_log.jsonl", outcome.log)
+    shutil.rmtree(trial_dir / "dpo-checkpoints", ignore_errors=True)
+    return outcome, len(pairs)
 
 
 def _training_examples(spec: ExperimentSpec, data: PreparedData, study_dir: Path):

@@ -31,7 +31,7 @@ def test_trial_writes_every_record(smoke_run):
     assert not list(study_dir.rglob("*.tmp")), "no temporary files left behind"
     result = read_json(trial / "result.json")
     assert result["status"] == "complete"
-    assert "base vs tuned" in proc.stderr and "tuned" in proc.stderr
+    assert "frozen held-out split" in proc.stderr and "tuned" in proc.stderr
 
 
 def test_per_item_rows_are_scored_and_timed(smoke_run):

@@ -58,3 +58,20 @@ def test_distill_vs_data_smoke_with_a_real_teacher(tmp_path, harness_home, llama
     assert all("teacher" not in r["metrics"] for r in original)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "distill_vs_data-smoke" / "report.json").exists()
+
+
+def test_sft_vs_dpo_smoke_mines_dev_failures_and_compares_three_arms(tmp_path, harness_home):
+    proc, report = _run("sft_vs_dpo", tmp_path, harness_home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = tmp_path / "sft_vs_dpo-smoke"
+    results = _results(study)
+    assert len(results) == 2 and {r["status"] for r in results} == {"complete"}
+    for r in results:
+        assert {"base", "sft", "dpo"} <= set(r["metrics"]) and r["metrics"]["dpo"]["pairs"] > 0
+        trial = study / f"trial-{r['number']:04d}"
+        pairs = [json.loads(line) for line in (trial / "dpo_pairs.jsonl").read_text().splitlines()]
+        heldout_ids = {json.loads(line)["item_id"] for line in (trial / "eval" / "dpo.jsonl").read_text().splitlines()}
+        assert pairs and not {p["id"] for p in pairs} & heldout_ids, "pairs are mined on the dev split only"
+        assert all(p["rejected"] != p["reference"] for p in pairs)
+        assert (trial / "adapter-sft").exists() and (trial / "adapter").exists()
+    assert report.returncode == 0, report.stderr[-3000:]
