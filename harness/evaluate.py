@@ -86,10 +86,21 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, float]:
     metrics: dict[str, float] = {"n": len(rows)}
     for key in rows[0]["scores"]:
         metrics[key] = float(np.mean([r["scores"].get(key, 0.0) for r in rows]))
-    lat = np.array([r["latency_s"] for r in rows])
-    metrics["latency_p50_s"] = float(np.percentile(lat, 50))
-    metrics["latency_p95_s"] = float(np.percentile(lat, 95))
+    lat = np.array([r["latency_s"] for r in rows], dtype=float)  # NaN: a call that failed
+    metrics["latency_p50_s"] = float(np.nanpercentile(lat, 50)) if np.isfinite(lat).any() else float("nan")
+    metrics["latency_p95_s"] = float(np.nanpercentile(lat, 95)) if np.isfinite(lat).any() else float("nan")
     # Each batch's time is shared by its items: count it once per call.
-    busy = sum({r["batch"]: r["latency_s"] for r in rows}.values())
+    busy = float(np.nansum(list({r["batch"]: r["latency_s"] for r in rows}.values())))
+    metrics["busy_s"] = busy
     metrics["tokens_per_s"] = float(sum(r["output_tokens"] for r in rows) / busy) if busy else float("nan")
+    if any("cost_usd" in r for r in rows):  # priced calls (endpoints)
+        metrics["cost_per_1k_calls_usd"] = 1000 * float(np.mean([r.get("cost_usd", 0.0) for r in rows]))
+    failed = sum(1 for r in rows if r.get("error"))
+    if failed:
+        metrics["failed_calls"] = failed
     return metrics
+
+
+def local_cost_per_1k_calls(metrics: dict[str, float], device_price_per_hour: float) -> float:
+    """What 1,000 calls cost on a local device at its hourly price, from the measured busy time."""
+    return device_price_per_hour / 3600 * metrics["busy_s"] / metrics["n"] * 1000

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.distill import DistillSpec
 from harness.dpo import DPOSpec
+from harness.endpoint import EndpointSpec
 from harness.errors import SpecError
 
 
@@ -149,6 +150,17 @@ class DistillPlan(DistillSpec):
     arm: Literal["distilled", "original"] = "distilled"
 
 
+class ContestantSpec(_Strict):
+    """Another model answering the same held-out prompts: any OpenAI-compatible endpoint."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="its arm name in results and reports")
+    endpoint: EndpointSpec
+
+
+class PricingSpec(_Strict):
+    device_price_per_hour: float | None = Field(None, ge=0, description="USD per device-hour for local models")
+
+
 class ExperimentSpec(_Strict):
     name: str
     description: str = Field(description="the question this experiment answers, in one sentence")
@@ -161,6 +173,8 @@ class ExperimentSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     distill: DistillPlan | None = None
     dpo: DPOSpec | None = Field(None, description="after SFT: DPO on mined (or given) preference pairs")
+    contestants: list[ContestantSpec] = Field(default_factory=list, description="endpoints judged beside the model")
+    pricing: PricingSpec = Field(default_factory=PricingSpec)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)
@@ -223,13 +237,21 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     """Return a copy of `raw` with `a.b.c` set to value."""
     out = copy.deepcopy(raw)
-    node = out
+    node: Any = out
     parts = key.split(".")
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]  # e.g. contestants.0.endpoint.url
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
             raise SpecError(f"'{key}': '{part}' is not a section")
-    node[parts[-1]] = value
+    if isinstance(node, list) and parts[-1].isdigit() and int(parts[-1]) < len(node):
+        node[int(parts[-1])] = value
+    elif isinstance(node, dict):
+        node[parts[-1]] = value
+    else:
+        raise SpecError(f"'{key}': cannot set '{parts[-1]}' there")
     return out
 
 

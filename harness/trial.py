@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.data.prepare import PreparedData, prepare_data
-from harness.evaluate import aggregate, generate, score_items
+from harness.evaluate import aggregate, generate, local_cost_per_1k_calls, score_items
 from harness.manifest import build_manifest
 from harness.models import harness_home, load_model, resolve_model
 from harness.progress import console, item_progress
@@ -139,6 +139,8 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                 on_dev_metric(objective, outcome.steps)
         final_arm = "dpo" if spec.dpo is not None else "tuned"
         arms[final_arm] = _evaluate(peft_model, tok, final_arm, heldout, spec, scorer)
+        for contestant in spec.contestants:
+            arms[contestant.name] = _ask_contestant(contestant, heldout, scorer, Path(study_dir))
     except BaseException:
         tracker.finish(exit_code=1)
         raise
@@ -153,6 +155,10 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             "train_steps": outcome.steps, "final_loss": outcome.final_loss, "peak_mem_gb": _peak_memory_gb(),
             "trainable_params": outcome.trainable_params, "adapter_bytes": adapter_bytes}
     metrics: dict[str, Any] = {arm: aggregate(rows) for arm, rows in arms.items()}
+    price = spec.pricing.device_price_per_hour
+    for values in metrics.values():
+        if price is not None and "cost_per_1k_calls_usd" not in values and values.get("n"):
+            values["cost_per_1k_calls_usd"] = local_cost_per_1k_calls(values, price)
     metrics["cost"] = cost
     if teacher is not None:
         metrics["teacher"] = teacher
@@ -180,6 +186,30 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     result = TrialResult(number=number, status="complete", params=params, metrics=metrics, objective=objective)
     result.write(trial_dir)
     return result
+
+
+def _ask_contestant(contestant, heldout, scorer, study_dir: Path) -> list[dict[str, Any]]:
+    """Every held-out prompt, one call each (per-call latency and cost); cached per study, failures per item."""
+    from harness.endpoint import Completion, Endpoint, run_many
+
+    with Endpoint(contestant.endpoint, study_dir / "contestant-cache") as endpoint:
+        with item_progress(f"ask {contestant.name}", len(heldout)) as advance:
+            def call(ep, ex):
+                out = ep.chat(ex.prompt)
+                advance(1)
+                return out
+
+            answers = run_many(endpoint, heldout, call)
+    rows = []
+    for i, (ex, a) in enumerate(zip(heldout, answers)):
+        ok = isinstance(a, Completion)
+        text = a.text.strip() if ok else ""
+        rows.append({"item_id": ex.id, "arm": contestant.name, "prediction": text, "reference": ex.reference,
+                     "scores": scorer(text, ex.reference), "latency_s": a.latency_s if ok else float("nan"),
+                     "input_tokens": a.input_tokens if ok else 0, "output_tokens": a.output_tokens if ok else 0,
+                     "cost_usd": a.cost_usd if ok else 0.0, "batch": i, "cluster": ex.cluster,
+                     "error": None if ok else str(a)})
+    return rows
 
 
 def _train_dpo(spec: ExperimentSpec, data: PreparedData, peft_model, tok, scorer, trial_dir: Path, tracker):

@@ -75,3 +75,23 @@ def test_sft_vs_dpo_smoke_mines_dev_failures_and_compares_three_arms(tmp_path, h
         assert all(p["rejected"] != p["reference"] for p in pairs)
         assert (trial / "adapter-sft").exists() and (trial / "adapter").exists()
     assert report.returncode == 0, report.stderr[-3000:]
+
+
+def test_three_way_smoke_against_a_real_endpoint(tmp_path, harness_home, llama):
+    proc, report = _run("three_way", tmp_path, harness_home, "--set", f"contestants.0.endpoint.url={llama.url}",
+                        "--set", "contestants.0.endpoint.model=smollm2", "--set", "contestants.0.endpoint.api_key_env=null",
+                        "--set", "contestants.0.endpoint.max_tokens=16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = tmp_path / "three_way-smoke"
+    results = _results(study)
+    assert len(results) == 2 and {r["status"] for r in results} == {"complete"}
+    for r in results:
+        m = r["metrics"]
+        assert {"base", "tuned", "frontier"} <= set(m)
+        assert m["frontier"]["cost_per_1k_calls_usd"] > 0 and m["frontier"]["latency_p50_s"] > 0
+        assert m["tuned"]["cost_per_1k_calls_usd"] > 0  # from the device price and measured busy time
+    rows = [json.loads(line) for line in (study / "trial-0000" / "eval" / "frontier.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(row["latency_s"] > 0 and row["output_tokens"] > 0 for row in rows)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (study / "report.md").read_text()
+    assert "frontier" in text and "When to use" in text
