@@ -159,6 +159,19 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
     console.print(f"wrote {paths}")
 
 
+@app.command()
+def publish(trial: Path = typer.Argument(..., help="a trial directory, e.g. results/quickstart/trial-0000"),
+            out: Optional[Path] = typer.Option(None, help="folder to write (default: TRIAL/publish)"),
+            repo_id: Optional[str] = typer.Option(None, help="upload to this Hub repo (needs HF_TOKEN and network)"),
+            merged: bool = typer.Option(False, help="also write the merged model"),
+            gguf: Optional[list[str]] = typer.Option(None, help="also export GGUF types, e.g. --gguf q8_0 --gguf q4_k_m")) -> None:
+    """Write a Hub-ready folder: adapter, model card with CIs and failure modes (+ merged / GGUF)."""
+    from harness.publish import publish as publish_trial
+
+    done = publish_trial(trial, out, repo_id=repo_id, merged=merged, gguf=tuple(gguf or ()))
+    console.print(f"[green]published[/green] {done.folder}: {done.note}")
+
+
 @data_app.command("freeze")
 def data_freeze(name: str, preset: Optional[str] = PRESET,
                 force: bool = typer.Option(False, help="re-freeze a held-out split that changed (deliberately)")) -> None:

@@ -83,3 +83,20 @@ def test_rerun_resumes_without_retraining(smoke_run, harness_home):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (study_dir / "trial-0000" / "result.json").stat().st_mtime_ns == before
     assert not (study_dir / "trial-0001").exists()
+
+
+def test_publish_writes_a_hub_folder_with_an_honest_card(smoke_run, harness_home, tmp_path):
+    import yaml
+
+    study_dir, _ = smoke_run
+    out = tmp_path / "publish"
+    proc = harness("publish", str(study_dir / "trial-0000"), "--out", str(out), "--repo-id", "me/model",
+                   env={"HARNESS_HOME": str(harness_home), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not uploaded" in proc.stderr
+    assert (out / "adapter_model.safetensors").exists() and (out / "harness-manifest.json").exists()
+    card = (out / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["library_name"] == "peft" and header["base_model"] == "random:tiny"
+    assert "95% CI" in card and "Known failure modes" in card and "Ames" in card
+    assert "Quantization delta" in card and "Forgetting check" in card
