@@ -160,6 +160,33 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
 
 
 @app.command()
+def regress(baseline: str = typer.Option(..., "--baseline", help="a base model name or a trial directory"),
+            candidate: str = typer.Option(..., "--candidate", help="a base model name or a trial directory"),
+            tasks: str = typer.Option(..., "--tasks", help="comma list, e.g. arc_easy_local,piqa_local"),
+            tolerance: float = typer.Option(0.02, help="a drop smaller than this is never a regression"),
+            alpha: float = typer.Option(0.05, help="significance level (Holm-adjusted across tasks)"),
+            limit: Optional[int] = typer.Option(None, help="items per task"),
+            out: Path = typer.Option(Path("results/regress"), "--out")) -> None:
+    """Exit 1 when the candidate is significantly worse than the baseline on a general-capability task."""
+    from harness.regress import regress_command
+
+    raise typer.Exit(regress_command(baseline, candidate, tasks, tolerance=tolerance, alpha=alpha, limit=limit, out=out))
+
+
+@app.command()
+def forgetting(name: str, tasks: str = typer.Option(..., "--tasks", help="comma list of lm-eval tasks"),
+               limit: Optional[int] = typer.Option(None, help="items per task"), preset: Optional[str] = PRESET,
+               results: Optional[Path] = RESULTS) -> None:
+    """Catastrophic-forgetting check: base vs each tuned trial of a study on general-capability tasks."""
+    from harness.forgetting import forgetting_check
+
+    spec = _load(name, preset)
+    path = forgetting_check(_results_root(results) / spec.name, [t.strip() for t in tasks.split(",") if t.strip()],
+                            limit)
+    console.print(f"wrote {path}")
+
+
+@app.command()
 def publish(trial: Path = typer.Argument(..., help="a trial directory, e.g. results/quickstart/trial-0000"),
             out: Optional[Path] = typer.Option(None, help="folder to write (default: TRIAL/publish)"),
             repo_id: Optional[str] = typer.Option(None, help="upload to this Hub repo (needs HF_TOKEN and network)"),

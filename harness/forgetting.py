@@ -26,7 +26,9 @@ On disk, `CapabilityResult.write(out)` leaves
 
 from __future__ import annotations
 
+import functools
 import gc
+import hashlib
 import json
 import math
 import os
@@ -108,9 +110,7 @@ def resolve_tasks(tasks: list[str], *, cache_dir: Path | None = None) -> list[st
     if remote:
         if not hub_reachable():
             raise _offline_error(remote)
-        from lm_eval.tasks import TaskManager
-
-        known = set(TaskManager(include_path=str(TASKS_DIR)).all_tasks)
+        known = set(_task_manager(True).all_tasks)
         unknown = [n for n in remote if n not in known]
         if unknown:
             import difflib
@@ -121,6 +121,15 @@ def resolve_tasks(tasks: list[str], *, cache_dir: Path | None = None) -> list[st
                 + f". Local tasks: {', '.join(sorted(local))}")
     return [task_config(n, cache_dir=cache_dir) if n in local else str(Path(n).resolve()) if _is_yaml_path(n) else n
             for n in names]
+
+
+@functools.lru_cache(maxsize=2)
+def _task_manager(include_defaults: bool):
+    """lm-eval's TaskManager over our task folder, with its own registry only when needed (indexing it
+    takes several seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=include_defaults)
 
 
 def _is_yaml_path(name: str) -> bool:
@@ -202,6 +211,15 @@ def _item_rows(task: str, samples: list[dict[str, Any]], filter_key: str) -> lis
     return sorted(rows, key=lambda r: r["doc_id"])
 
 
+def _data_file_hashes(spec: str | dict[str, Any]) -> dict[str, dict[str, str]] | None:
+    """{split: {path, sha256}} of a local task's data files: which exact items were asked."""
+    if not isinstance(spec, dict):
+        return None
+    files = ((spec.get("dataset_kwargs") or {}).get("data_files") or {}).items()
+    return {split: {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+            for split, path in files}
+
+
 def _metric(values: dict[str, Any], name: str) -> tuple[float | None, float | None]:
     for key, v in values.items():
         if key.split(",")[0] == name and isinstance(v, (int, float)):
@@ -227,7 +245,6 @@ def evaluate_capabilities(model, tokenizer, tasks: list[str], *, limit: int | No
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     from harness.models import harness_home
 
@@ -237,16 +254,12 @@ def evaluate_capabilities(model, tokenizer, tasks: list[str], *, limit: int | No
     if device is not None and str(getattr(model, "device", device)) != str(device):
         model = model.to(device)
     needs_registry = any(isinstance(s, str) and not _is_yaml_path(s) for s in specs)
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=needs_registry)
     was_training = bool(getattr(model, "training", False))
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-        out = lm_eval.simple_evaluate(model=lm, tasks=specs, limit=limit, log_samples=True, task_manager=manager,
-                                      bootstrap_iters=1000)
-    except HarnessError:
-        raise
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise HarnessError(f"lm-eval could not run {', '.join(tasks)}: {e}") from e
+        # bootstrap_iters only matters for non-mean metrics; acc's standard error is closed-form.
+        out = lm_eval.simple_evaluate(model=lm, tasks=specs, limit=limit, log_samples=True,
+                                      task_manager=_task_manager(needs_registry), bootstrap_iters=1000)
     finally:
         if was_training:
             model.train()
@@ -255,7 +268,9 @@ def evaluate_capabilities(model, tokenizer, tasks: list[str], *, limit: int | No
 
     per_task: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
-    for name in (_task_name(s) for s in specs):
+    spec_by_name = {_task_name(s): s for s in specs}
+    # Leaf tasks, as lm-eval logged their samples: a group or tag name (say `mmlu`) expands to its tasks.
+    for name in out.get("samples") or {}:
         values = out["results"].get(name, {})
         acc_key = next((k for k in values if k.split(",")[0] in ("acc", "exact_match")), None)
         if acc_key is None:
@@ -266,10 +281,11 @@ def evaluate_capabilities(model, tokenizer, tasks: list[str], *, limit: int | No
         acc_norm, acc_norm_se = _metric(values, "acc_norm")
         per_task[name] = {"acc": acc, "acc_stderr": acc_se, "acc_norm": acc_norm, "acc_norm_stderr": acc_norm_se,
                           "n": len(task_rows), "metric": acc_key.split(",")[0], "filter": filter_key,
-                          "n_shot": (out.get("n-shot") or {}).get(name), "config": out["configs"].get(name)}
+                          "n_shot": (out.get("n-shot") or {}).get(name), "config": out["configs"].get(name),
+                          "data_files": _data_file_hashes(spec_by_name.get(name, ""))}
         rows.extend(task_rows)
     meta = {"model": label or getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__),
-            "limit": limit, "batch_size": batch_size, "tasks": [_task_name(s) for s in specs],
+            "limit": limit, "batch_size": batch_size, "requested": list(spec_by_name), "tasks": list(per_task),
             "lm_eval_version": out.get("lm_eval_version"), "transformers_version": out.get("transformers_version"),
             "benchmarks_root": str(benchmarks_root()), "model_info": out.get("config")}
     result = CapabilityResult(tasks=_jsonable(per_task), rows=rows, meta=_jsonable(meta))
@@ -390,6 +406,14 @@ def load_model_ref(ref: str, *, device: str | None = None) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tok, ref=parsed)
 
 
+def _free_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def evaluate_refs(refs: list[ModelRef], tasks: list[str], *, limit: int | None, batch_size: int = 8,
                   device: str | None = None, out_dirs: list[Path | None] | None = None) -> list[CapabilityResult]:
     """Evaluate several references, loading each distinct base once and attaching adapters in turn.
@@ -398,14 +422,17 @@ def evaluate_refs(refs: list[ModelRef], tasks: list[str], *, limit: int | None, 
     """
     out_dirs = out_dirs or [None] * len(refs)
     resolve_tasks(tasks)  # fail on a bad task name before any model loads
-    order = sorted(range(len(refs)), key=lambda i: (refs[i].base_key != refs[0].base_key, i))
+    first_seen: dict[tuple, int] = {}
+    for i, ref in enumerate(refs):
+        first_seen.setdefault(ref.base_key, i)
+    order = sorted(range(len(refs)), key=lambda i: (first_seen[refs[i].base_key], i))
     results: dict[int, CapabilityResult] = {}
     loaded_key, model, tok = None, None, None
     for i in order:
         ref = refs[i]
         if ref.base_key != loaded_key:
             model = tok = None
-            gc.collect()
+            _free_memory()
             model, tok = _load_base(ref, device)
             loaded_key = ref.base_key
         with attached(model, ref.adapter) as m:
