@@ -161,6 +161,16 @@ class PricingSpec(_Strict):
     device_price_per_hour: float | None = Field(None, ge=0, description="USD per device-hour for local models")
 
 
+class ForgettingSpec(_Strict):
+    """General-capability check with lm-eval after training: base vs tuned, item by item."""
+
+    tasks: list[str] = Field(min_length=1, description="lm-eval task names or the harness's local *_local tasks")
+    limit: int | None = Field(None, gt=0, description="items per task")
+    batch_size: int = Field(8, gt=0)
+    tolerance: float = Field(0.02, ge=0, lt=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
 class ExperimentSpec(_Strict):
     name: str
     description: str = Field(description="the question this experiment answers, in one sentence")
@@ -175,6 +185,7 @@ class ExperimentSpec(_Strict):
     dpo: DPOSpec | None = Field(None, description="after SFT: DPO on mined (or given) preference pairs")
     contestants: list[ContestantSpec] = Field(default_factory=list, description="endpoints judged beside the model")
     pricing: PricingSpec = Field(default_factory=PricingSpec)
+    forgetting: ForgettingSpec | None = None
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)

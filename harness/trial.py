@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.data.prepare import PreparedData, prepare_data
+from harness.errors import HarnessError
 from harness.evaluate import aggregate, generate, local_cost_per_1k_calls, score_items
 from harness.manifest import build_manifest
 from harness.models import harness_home, load_model, resolve_model
@@ -94,7 +95,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                               "trial": number}, directory=Path(study_dir))
     tracker.summary({"data": summary})
     arms: dict[str, list[dict[str, Any]]] = {}
-    peft_model = dpo_outcome = None
+    peft_model = dpo_outcome = forgetting = None
     try:
         if spec.eval.compare_base:
             cache = Path(study_dir) / "base-eval" / f"{_base_eval_key(spec, data)}.jsonl"
@@ -139,6 +140,8 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                 on_dev_metric(objective, outcome.steps)
         final_arm = "dpo" if spec.dpo is not None else "tuned"
         arms[final_arm] = _evaluate(peft_model, tok, final_arm, heldout, spec, scorer)
+        if spec.forgetting is not None:
+            forgetting = _forgetting(spec, model, peft_model, tok, trial_dir, Path(study_dir))
         for contestant in spec.contestants:
             arms[contestant.name] = _ask_contestant(contestant, heldout, scorer, Path(study_dir))
     except BaseException:
@@ -162,6 +165,8 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     metrics["cost"] = cost
     if teacher is not None:
         metrics["teacher"] = teacher
+    if forgetting is not None:
+        metrics["forgetting"] = forgetting
     if dpo_outcome is not None:
         metrics["dpo"] = {"pairs": dpo_pairs, "steps": dpo_outcome.steps, "final_loss": dpo_outcome.final_loss,
                           "tokens_trained": dpo_outcome.tokens_trained, "device_s": dpo_outcome.runtime_s}
@@ -186,6 +191,28 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     result = TrialResult(number=number, status="complete", params=params, metrics=metrics, objective=objective)
     result.write(trial_dir)
     return result
+
+
+def _forgetting(spec: ExperimentSpec, base_model, peft_model, tok, trial_dir: Path, study_dir: Path) -> dict:
+    """lm-eval on the base (once per study) and on the tuned model in memory; paired per item."""
+    from harness.forgetting import CapabilityResult, evaluate_capabilities
+    from harness.regress import compare_results, judge
+
+    f = spec.forgetting
+    key = hashlib.sha256(json.dumps([spec.model.base, f.tasks, f.limit]).encode()).hexdigest()[:16]
+    base_dir = study_dir / "forgetting-base" / key
+    try:
+        base = CapabilityResult.read(base_dir)
+    except HarnessError:
+        with peft_model.disable_adapter():  # the untouched base, without reloading it
+            base = evaluate_capabilities(peft_model, tok, f.tasks, limit=f.limit, batch_size=f.batch_size,
+                                         out_dir=base_dir, label="base")
+    tuned = evaluate_capabilities(peft_model, tok, f.tasks, limit=f.limit, batch_size=f.batch_size,
+                                  out_dir=trial_dir, label="tuned")
+    comparisons = judge(compare_results(base, tuned), tolerance=f.tolerance, alpha=f.alpha)
+    return {c.task: {"base_acc": c.baseline_acc, "tuned_acc": c.candidate_acc, "diff": c.diff,
+                     "ci": [c.ci_low, c.ci_high], "p": c.p_value, "p_adjusted": c.p_adjusted, "n": c.n,
+                     "regression": c.regression} for c in comparisons}
 
 
 def _ask_contestant(contestant, heldout, scorer, study_dir: Path) -> list[dict[str, Any]]:

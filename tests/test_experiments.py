@@ -95,3 +95,18 @@ def test_three_way_smoke_against_a_real_endpoint(tmp_path, harness_home, llama):
     assert report.returncode == 0, report.stderr[-3000:]
     text = (study / "report.md").read_text()
     assert "frontier" in text and "When to use" in text
+
+
+def test_forgetting_smoke_pairs_base_and_tuned_on_lm_eval_items(tmp_path, harness_home):
+    from conftest import SHARED, require
+
+    require((SHARED / "data" / "benchmarks" / "arc-easy" / "test.jsonl").exists(),
+            "../shared/data/benchmarks (real ARC-Easy items for the local lm-eval task)")
+    env = {"HARNESS_HOME": str(harness_home), "WANDB_MODE": "disabled"}
+    proc = harness("run", "forgetting", "--preset", "smoke", "--results", str(tmp_path), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trial = tmp_path / "forgetting-smoke" / "trial-0000"
+    check = read_json(trial / "metrics.json")["forgetting"]["arc_easy_local"]
+    assert check["n"] == 8 and 0 <= check["base_acc"] <= 1 and check["regression"] in (True, False)
+    rows = [json.loads(line) for line in (trial / "lm_eval" / "arc_easy_local.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {"doc_id", "correct"} <= set(rows[0])
