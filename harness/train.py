@@ -46,6 +46,12 @@ class TrainingBackend(ABC):
 
     name: str
 
+    def load_base(self, resolved, dtype: str = "auto", load_in_4bit: bool = False):
+        """(model, tokenizer) for a resolved base model; a backend with its own loader overrides this."""
+        from harness.models import load_model
+
+        return load_model(resolved, dtype, load_in_4bit=load_in_4bit)
+
     @abstractmethod
     def add_adapter(self, model, lora: LoraSpec):
         """Wrap the base model with a fresh LoRA adapter; returns the trainable model."""

@@ -19,7 +19,7 @@ from harness.data.prepare import PreparedData, prepare_data
 from harness.errors import HarnessError
 from harness.evaluate import aggregate, generate, local_cost_per_1k_calls, score_items
 from harness.manifest import build_manifest
-from harness.models import harness_home, load_model, resolve_model
+from harness.models import harness_home, resolve_model
 from harness.progress import console, item_progress
 from harness.record import TrialResult, read_jsonl, trial_dir_name, write_json, write_jsonl
 from harness.scoring import get_scorer
@@ -42,7 +42,7 @@ class Worker:
         if key not in self._bases:
             self._bases.clear()  # one base in memory at a time
             resolved = resolve_model(spec.base)
-            model, tok = load_model(resolved, spec.dtype, load_in_4bit=spec.load_in_4bit)
+            model, tok = self.backend.load_base(resolved, spec.dtype, load_in_4bit=spec.load_in_4bit)
             self.base_loads += 1
             self._bases[key] = (model, tok, resolved)
         return self._bases[key]
