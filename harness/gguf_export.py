@@ -76,10 +76,16 @@ def merge_adapter(base_model: Any, adapter_dir: str | Path | None, out_dir: str 
     else:
         if tokenizer is None:
             raise HarnessError("merge_adapter needs the tokenizer when given a loaded model")
+        if hasattr(base_model, "peft_config"):
+            raise HarnessError("merge_adapter needs the base model without adapters (got a PEFT model)")
         base_name = getattr(base_model, "name_or_path", "") or getattr(base_model.config, "_name_or_path", "")
-        base_model = copy.deepcopy(base_model)
-    if hasattr(base_model, "peft_config"):
-        raise HarnessError("merge_adapter needs the base model without adapters (got a PEFT model)")
+        if getattr(base_model.config, "quantization_config", None) is not None:
+            raise HarnessError(
+                f"base model '{base_name}' is loaded quantised (e.g. 4-bit for QLoRA); merging into quantised "
+                "weights loses the adapter's precision: pass the model name instead, and it is loaded in full "
+                "precision for the merge")
+        if adapter_dir is not None:
+            base_model = copy.deepcopy(base_model)  # the merge writes into the weights
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)
         if not (adapter_dir / "adapter_config.json").exists():
@@ -90,7 +96,7 @@ def merge_adapter(base_model: Any, adapter_dir: str | Path | None, out_dir: str 
             peft_model = PeftModel.from_pretrained(base_model, str(adapter_dir))
         except (ValueError, RuntimeError, KeyError) as e:  # a shape or module mismatch: wrong base
             raise HarnessError(f"the adapter does not fit base model '{base_name}': {e}", where=adapter_dir) from e
-        merged = peft_model.merge_and_unload()
+        merged = peft_model.merge_and_unload(safe_merge=True)  # safe: refuses NaNs
     else:
         merged = base_model
 
@@ -154,7 +160,7 @@ def ensure_converter(*, quiet: bool = True) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                f"{LLAMA_CPP_DIST}=={version}", "-d", str(work / "sdist")]
         if not quiet:
-            print(f"fetching llama.cpp's GGUF converter: {' '.join(cmd[1:])}", flush=True)
+            print(f"fetching llama.cpp's GGUF converter: {' '.join(['pip', *cmd[3:]])}", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         sdists = sorted((work / "sdist").glob("*.tar.gz")) if (work / "sdist").exists() else []
         if proc.returncode != 0 or not sdists:
@@ -166,7 +172,8 @@ def ensure_converter(*, quiet: bool = True) -> Path:
         extracted = work / "converter"
         _extract_converter(sdist, extracted)
         (extracted / PROVENANCE).write_text(json.dumps({
-            "source": f"{sdist.name} from PyPI (`pip download --no-deps --no-binary :all: {LLAMA_CPP_DIST}=={version}`)",
+            "source": f"{sdist.name} from PyPI",
+            "command": " ".join(["pip", *cmd[3:-2]]),
             "sdist_sha256": _sha256(sdist),
             "llama_cpp_python": version,
             "gguf_py": _vendored_gguf_version(extracted),
@@ -344,7 +351,8 @@ print(json.dumps([llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) f
 # the embedded GGUF (no digit split) disagree; `quant_delta` checks the real prompts item by item.
 PARITY_PROBE = [
     {"role": "system", "content": "Answer with one line of JSON."},
-    {"role": "user", "content": 'Listing: 3 bed, 2.5 bath. "Très calme" — €450,000 (日本語)!\n{"a": [1, 2], "b": null}'},
+    {"role": "user",
+     "content": 'Listing: 3 bed, 2.5 bath. "Très calme" — €450,000 (日本語)!\n{"a": [1, 2], "b": null}'},
 ]
 
 

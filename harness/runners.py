@@ -144,11 +144,19 @@ class OllamaRunner:
     @classmethod
     def from_gguf(cls, url: str, model: str, gguf_path: str | Path, **kwargs: Any) -> "OllamaRunner":
         """Register a GGUF file with the server as `model` (blob upload, then /api/create) and run it."""
-        data = Path(gguf_path).read_bytes()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        base = url.rstrip("/")
-        _http(f"{base}/api/blobs/{digest}", data, method="POST", content_type="application/octet-stream")
-        _http(f"{base}/api/create", json.dumps({"model": model, "files": {Path(gguf_path).name: digest},
+        path = Path(gguf_path)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        digest, base = f"sha256:{h.hexdigest()}", url.rstrip("/")
+        try:
+            _http(f"{base}/api/blobs/{digest}", None, method="HEAD", timeout_s=30)  # already there?
+        except HarnessError:
+            with open(path, "rb") as f:  # streamed, not read into memory
+                _http(f"{base}/api/blobs/{digest}", f, method="POST", content_type="application/octet-stream",
+                      length=path.stat().st_size)
+        _http(f"{base}/api/create", json.dumps({"model": model, "files": {path.name: digest},
                                                 "stream": False}).encode(), method="POST")
         return cls(url, model, **kwargs)
 
@@ -177,9 +185,12 @@ class OllamaRunner:
         return out
 
 
-def _http(url: str, data: bytes | None, *, method: str, content_type: str = "application/json",
-          timeout_s: float = 600.0) -> bytes:
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+def _http(url: str, data: Any, *, method: str, content_type: str = "application/json",
+          timeout_s: float = 600.0, length: int | None = None) -> bytes:
+    headers = {"Content-Type": content_type}
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as r:
             return r.read()
@@ -188,4 +199,3 @@ def _http(url: str, data: bytes | None, *, method: str, content_type: str = "app
         raise HarnessError(f"Ollama answered {e.code} to {method} {url}: {detail}") from e
     except (OSError, ValueError) as e:
         raise HarnessError(f"Ollama at {url} is not reachable: {e}") from e
-

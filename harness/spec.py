@@ -171,6 +171,13 @@ class ForgettingSpec(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1)
 
 
+class QuantizeSpec(_Strict):
+    """Quantization delta after training: the merged model vs NF4 (CUDA) vs each GGUF type, same prompts."""
+
+    types: list[str] = Field(default_factory=lambda: ["q8_0", "q4_k_m"], min_length=1)
+    n_ctx: int | None = Field(None, gt=0)
+
+
 class ExperimentSpec(_Strict):
     name: str
     description: str = Field(description="the question this experiment answers, in one sentence")
@@ -186,6 +193,7 @@ class ExperimentSpec(_Strict):
     contestants: list[ContestantSpec] = Field(default_factory=list, description="endpoints judged beside the model")
     pricing: PricingSpec = Field(default_factory=PricingSpec)
     forgetting: ForgettingSpec | None = None
+    quantize: QuantizeSpec | None = None
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)

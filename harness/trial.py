@@ -140,6 +140,12 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                 on_dev_metric(objective, outcome.steps)
         final_arm = "dpo" if spec.dpo is not None else "tuned"
         arms[final_arm] = _evaluate(peft_model, tok, final_arm, heldout, spec, scorer)
+        if spec.quantize is not None:  # merged / nf4 / GGUF arms, every one fed the same rendered prompts
+            from harness.quant_delta import quant_delta
+
+            arms.update(quant_delta(spec.model.base, tok, adapter_dir, heldout, scorer, trial_dir / "quant",
+                                    types=tuple(spec.quantize.types), max_new_tokens=spec.eval.max_new_tokens,
+                                    batch_size=spec.eval.batch_size, n_ctx=spec.quantize.n_ctx))
         if spec.forgetting is not None:
             forgetting = _forgetting(spec, model, peft_model, tok, trial_dir, Path(study_dir))
         for contestant in spec.contestants:

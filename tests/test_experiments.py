@@ -110,3 +110,17 @@ def test_forgetting_smoke_pairs_base_and_tuned_on_lm_eval_items(tmp_path, harnes
     assert check["n"] == 8 and 0 <= check["base_acc"] <= 1 and check["regression"] in (True, False)
     rows = [json.loads(line) for line in (trial / "lm_eval" / "arc_easy_local.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and {"doc_id", "correct"} <= set(rows[0])
+
+
+def test_quant_delta_smoke_evaluates_merged_and_gguf_arms_on_the_same_items(tmp_path, harness_home):
+    proc, report = _run("quant_delta", tmp_path, harness_home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trial = tmp_path / "quant_delta-smoke" / "trial-0000"
+    quant = read_json(trial / "quant" / "quant.json")
+    assert quant["arms"]["nf4"]["status"] == "not run" and "CUDA" in quant["arms"]["nf4"]["reason"]
+    sizes = {arm: quant["arms"][arm]["size_bytes"] for arm in ("merged", "q8_0", "q4_k_m")}
+    assert sizes["q4_k_m"] < sizes["q8_0"] < sizes["merged"]
+    ids = {arm: [json.loads(line)["item_id"] for line in (trial / "eval" / f"{arm}.jsonl").read_text().splitlines()]
+           for arm in ("tuned", "merged", "q8_0", "q4_k_m")}
+    assert ids["merged"] == ids["q8_0"] == ids["q4_k_m"] and set(ids["merged"]) == set(ids["tuned"])
+    assert report.returncode == 0, report.stderr[-3000:]

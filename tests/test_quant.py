@@ -1,0 +1,297 @@
+"""Quantisation delta and local serving: merge → GGUF → llama.cpp, with one rendered prompt for every runner."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+
+from harness.errors import HarnessError
+
+QUESTION = "What is the capital of France? Answer in one sentence."
+OLLAMA_URL = os.environ.get("OLLAMA_URL", "http://localhost:11434")
+
+
+@pytest.fixture(scope="module")
+def converter(harness_home) -> Path:
+    """llama.cpp's converter in the session's cache: linked from the user's cache, else fetched (PyPI)."""
+    from harness.gguf_export import converter_dir, ensure_converter, llama_cpp_version
+
+    require(__import__("importlib").util.find_spec("sentencepiece") is not None,
+            "the GGUF converter needs sentencepiece (pip install -e .)")
+    version = llama_cpp_version()
+    user_cache = Path.home() / ".cache" / "harness" / "llama.cpp" / version
+    target = converter_dir(version)
+    if user_cache.exists() and not target.exists() and user_cache.resolve() != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(user_cache)
+    try:
+        return ensure_converter()
+    except HarnessError as e:  # offline and never fetched
+        require(False, f"llama.cpp's converter is not cached and could not be fetched: {e}")
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tmp_path_factory, harness_home):
+    """random:tiny and a freshly initialised LoRA adapter whose B is non-zero (so merging changes weights)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from harness.models import load_model, resolve_model
+
+    base, tok = load_model(resolve_model("random:tiny"), device="cpu")
+    carrier, _ = load_model(resolve_model("random:tiny"), device="cpu")
+    torch.manual_seed(1)
+    peft_model = get_peft_model(carrier, LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    assert any(p.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
+    adapter = tmp_path_factory.mktemp("tiny") / "adapter"
+    peft_model.save_pretrained(adapter)
+    return base, tok, adapter
+
+
+# ---- (a) the same rendered prompt reaches every runner --------------------------------------------
+
+@pytest.mark.slow
+def test_same_prompt_reaches_transformers_and_llama_cpp(harness_home):
+    """The text LlamaCppRunner hands llama.cpp is render_prompt's, byte for byte; both engines answer Paris."""
+    from harness.models import embedded_gguf_path, load_model, resolve_model
+    from harness.prompting import render_prompt
+    from harness.runners import HFRunner, LlamaCppRunner, Runner
+
+    model, tok = load_model(resolve_model("smollm2-135m-instruct"), device="cpu")
+    messages = [{"role": "user", "content": QUESTION}]
+    text = render_prompt(tok, messages)
+
+    runner = LlamaCppRunner(embedded_gguf_path("smollm2-135m-instruct"), n_ctx=512, n_threads=2)
+    assert isinstance(runner, Runner)
+    sent_text: list[bytes] = []
+    sent_tokens: list[list[int]] = []
+    tokenize, complete = runner.llm.tokenize, runner.llm.create_completion
+
+    def spy_tokenize(data, *args, **kwargs):
+        sent_text.append(data)
+        return tokenize(data, *args, **kwargs)
+
+    def spy_complete(*args, **kwargs):
+        sent_tokens.append(list(kwargs["prompt"]))
+        return complete(*args, **kwargs)
+
+    def no_chat_handler(*args, **kwargs):
+        raise AssertionError("llama-cpp-python's chat handler must never render the prompt")
+
+    runner.llm.tokenize, runner.llm.create_completion = spy_tokenize, spy_complete
+    runner.llm.create_chat_completion = no_chat_handler
+    try:
+        (cpp,) = runner.generate([text], max_new_tokens=24)
+    finally:
+        runner.close()
+    assert sent_text == [text.encode("utf-8")]  # the runner's boundary: exactly the rendered text
+    assert sent_tokens == [tok(text, add_special_tokens=False)["input_ids"]]  # and the same tokens as HF
+    assert "Paris" in cpp.text, cpp.text
+    assert cpp.output_tokens > 0 and cpp.latency_s > 0 and runner.tokens_per_s > 0
+    assert runner.size_bytes == embedded_gguf_path("smollm2-135m-instruct").stat().st_size
+
+    (hf,) = HFRunner(model, tok, batch_size=1).generate([text], max_new_tokens=24)
+    assert "Paris" in hf.text, hf.text
+
+
+def test_ollama_runner_raw_prompt(harness_home):
+    """Against a real Ollama server when one is reachable (set OLLAMA_URL); Ollama is not installable here."""
+    from harness.models import embedded_gguf_path, load_tokenizer, resolve_model
+    from harness.prompting import render_prompt
+    from harness.runners import OllamaRunner
+
+    if not OllamaRunner.reachable(OLLAMA_URL):
+        pytest.skip(f"no Ollama server at {OLLAMA_URL} (Ollama is not pip-installable, so this machine has "
+                    "none; set OLLAMA_URL to run this test against one)")
+    tok = load_tokenizer(resolve_model("smollm2-135m-instruct"))
+    text = render_prompt(tok, [{"role": "user", "content": QUESTION}])
+    runner = OllamaRunner.from_gguf(OLLAMA_URL, "harness-smollm2-q4_1", embedded_gguf_path("smollm2-135m-instruct"))
+    (gen,) = runner.generate([text], max_new_tokens=24)
+    assert "Paris" in gen.text, gen.text
+    assert gen.output_tokens > 0
+
+
+def test_ollama_runner_wire_format(tmp_path):
+    """Without a server: what OllamaRunner sends (a local stand-in records it): raw text, greedy, no template."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from harness.runners import OllamaRunner
+
+    seen: list[tuple[str, str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, code: int, body: dict | None = None) -> None:
+            data = json.dumps(body or {}).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_HEAD(self):
+            seen.append(("HEAD", self.path, b""))
+            self.send_response(404)
+            self.end_headers()
+
+        def do_GET(self):
+            seen.append(("GET", self.path, b""))
+            self._reply(200, {"version": "0"} if self.path == "/api/version" else
+                        {"models": [{"name": "tiny:latest", "model": "tiny:latest", "size": 123}]})
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(("POST", self.path, body))
+            if self.path == "/api/generate":
+                self._reply(200, {"response": " Paris.\n", "prompt_eval_count": 7, "eval_count": 3})
+            else:
+                self._reply(200, {"status": "success"})
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert OllamaRunner.reachable(url)
+        gguf = tmp_path / "tiny.gguf"
+        gguf.write_bytes(b"GGUF" + bytes(60))
+        runner = OllamaRunner.from_gguf(url, "tiny", gguf)
+        text = "<|im_start|>user\nCapital of France? é<|im_end|>\n<|im_start|>assistant\n"
+        (gen,) = runner.generate([text], max_new_tokens=5)
+    finally:
+        server.shutdown()
+    assert runner.size_bytes == 123
+    assert (gen.text, gen.input_tokens, gen.output_tokens) == ("Paris.", 7, 3)
+    posts = {path: body for method, path, body in seen if method == "POST"}
+    assert any(p.startswith("/api/blobs/sha256:") and b == gguf.read_bytes() for p, b in posts.items())
+    assert json.loads(posts["/api/create"])["model"] == "tiny"
+    request = json.loads(posts["/api/generate"])
+    assert request["prompt"] == text and request["raw"] is True and request["stream"] is False
+    assert request["options"]["temperature"] == 0 and request["options"]["num_predict"] == 5
+    assert "template" not in request and "system" not in request
+
+
+# ---- (b) merge + export ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_merge_and_export_random_tiny(tiny_adapter, converter, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from harness.gguf_export import export_gguf, merge_adapter
+    from harness.models import load_model, resolve_model
+    from harness.runners import LlamaCppRunner
+
+    base, tok, adapter = tiny_adapter
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    merged_dir = merge_adapter(base, adapter, tmp_path / "merged", tokenizer=tok)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # the shared base is untouched
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "harness-merge.json"):
+        assert (merged_dir / name).exists(), name
+    assert (merged_dir / "chat_template.jinja").exists() or "chat_template" in (
+        merged_dir / "tokenizer_config.json").read_text()
+
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    reference = PeftModel.from_pretrained(load_model(resolve_model("random:tiny"), device="cpu")[0], adapter).eval()
+    ids = torch.randint(0, len(tok), (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        merged_logits, ref_logits, base_logits = merged(ids).logits, reference(ids).logits, base(ids).logits
+    assert torch.allclose(merged_logits, ref_logits, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(merged_logits, base_logits, atol=1e-3)  # the adapter did change the model
+
+    files = export_gguf(merged_dir, tmp_path / "gguf", ("q8_0", "q4_k_m"))
+    assert set(files) == {"f16", "q8_0", "q4_k_m"}
+    sizes = {t: p.stat().st_size for t, p in files.items()}
+    assert sizes["q4_k_m"] < sizes["q8_0"] < sizes["f16"], sizes
+    for t in ("q8_0", "q4_k_m"):
+        runner = LlamaCppRunner(files[t], n_ctx=256, n_threads=2)
+        try:
+            (gen,) = runner.generate(["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"], max_new_tokens=4)
+        finally:
+            runner.close()
+        assert gen.output_tokens > 0, t
+        assert runner.size_bytes == sizes[t]
+
+
+def test_export_rejects_bad_types_and_dirs(tmp_path):
+    from harness.gguf_export import export_gguf
+
+    with pytest.raises(HarnessError, match="unknown GGUF type"):
+        export_gguf(tmp_path, tmp_path / "out", ("q3_xyz",))
+    with pytest.raises(HarnessError, match="no config.json"):
+        export_gguf(tmp_path, tmp_path / "out", ("q8_0",))
+
+
+# ---- (c) an architecture llama.cpp's converter does not support -----------------------------------
+
+@pytest.mark.slow
+def test_unsupported_architecture_is_a_clear_error(converter, tmp_path):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from harness.gguf_export import export_gguf
+
+    config = OPTConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                       max_position_embeddings=64, word_embed_proj_dim=16)
+    OPTForCausalLM(config).save_pretrained(tmp_path / "opt")
+    with pytest.raises(HarnessError) as info:
+        export_gguf(tmp_path / "opt", tmp_path / "gguf", ("q8_0",))
+    message = str(info.value)
+    assert "OPTForCausalLM" in message and "not supported" in message
+    assert "converter" in message
+    assert not list((tmp_path / "gguf").glob("*.gguf"))  # nothing half-written left behind
+
+
+# ---- (d) quant_delta end to end --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_quant_delta_writes_rows_per_arm(tiny_adapter, converter, tmp_path):
+    import torch
+
+    from harness.data.realestate import load_builtin
+    from harness.prompting import render_prompt
+    from harness.quant_delta import NF4_NEEDS_CUDA, quant_delta
+    from harness.record import read_json, read_jsonl
+    from harness.scoring import get_scorer
+
+    base, tok, adapter = tiny_adapter
+    heldout = load_builtin(0, tmp_path / "data").heldout[:3]
+    out = tmp_path / "quant"
+    arms = quant_delta(base, tok, adapter, heldout, get_scorer("json"), out,
+                       types=("q8_0", "q4_k_m"), max_new_tokens=8, batch_size=4, n_threads=2)
+
+    ran = {"merged", "q8_0", "q4_k_m"} | ({"nf4"} if torch.cuda.is_available() else set())
+    assert set(arms) == ran
+    ids = [ex.id for ex in heldout]
+    for arm in ran:
+        rows = read_jsonl(out / "eval" / f"{arm}.jsonl")
+        assert rows == json.loads(json.dumps(arms[arm]))
+        assert [r["item_id"] for r in rows] == ids
+        assert {"item_id", "arm", "prediction", "reference", "scores", "latency_s", "input_tokens",
+                "output_tokens", "batch", "cluster"} <= set(rows[0])
+        assert all(r["arm"] == arm and "json_valid" in r["scores"] for r in rows)
+    # The one rendering: every arm got these texts, and the same number of prompt tokens.
+    prompts = read_jsonl(out / "prompts.jsonl")
+    assert [p["text"] for p in prompts] == [render_prompt(tok, ex.prompt) for ex in heldout]
+    for arm in ran - {"merged"}:
+        assert [r["input_tokens"] for r in arms[arm]] == [r["input_tokens"] for r in arms["merged"]]
+
+    quant = read_json(out / "quant.json")
+    for arm in ran:
+        entry = quant["arms"][arm]
+        assert entry["status"] == "complete" and entry["size_bytes"] > 0 and entry["tokens_per_s"] > 0
+    assert quant["arms"]["q4_k_m"]["size_bytes"] < quant["arms"]["q8_0"]["size_bytes"]
+    assert "delta_vs_merged" in quant["arms"]["q8_0"]
+    if not torch.cuda.is_available():
+        assert quant["arms"]["nf4"] == {"status": "not run", "reason": NF4_NEEDS_CUDA,
+                                         "runner": "transformers+bitsandbytes", "size_bytes": None,
+                                         "tokens_per_s": None}
+        assert not (out / "eval" / "nf4.jsonl").exists()
