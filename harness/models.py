@@ -119,7 +119,9 @@ def embedded_gguf_path(name: str) -> Path:
 def provision_embedded(name: str) -> Path:
     """Convert the embedded GGUF once to a safetensors directory in the cache; return it."""
     target = harness_home() / "models" / name
-    if (target / "config.json").exists() and (target / "harness-provenance.json").exists():
+    provenance = target / "harness-provenance.json"
+    if (target / "config.json").exists() and provenance.exists() and \
+            json.loads(provenance.read_text()).get("format") == PROVISION_FORMAT:
         return target
     gguf = embedded_gguf_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -149,10 +151,10 @@ def provision_embedded(name: str) -> Path:
         model.generation_config.pad_token_id = config.pad_token_id
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        _restore_pretokenizer(tmp / "tokenizer.json", gguf)
         emb = EMBEDDED[name]
-        (tmp / "harness-provenance.json").write_text(
-            json.dumps({"source": emb.source, "license": emb.license, "gguf": str(gguf)}, indent=2)
-        )
+        (tmp / "harness-provenance.json").write_text(json.dumps(
+            {"source": emb.source, "license": emb.license, "gguf": str(gguf), "format": PROVISION_FORMAT}, indent=2))
         if target.exists():  # another worker finished first, or a stale partial directory
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -161,6 +163,31 @@ def provision_embedded(name: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# Bumped when provisioning changes, so caches made by older code are rebuilt.
+PROVISION_FORMAT = 2
+
+
+def _restore_pretokenizer(tokenizer_json: Path, gguf: Path) -> None:
+    """Give the converted tokenizer the pre-tokenizer the GGUF names.
+
+    transformers' GGUF conversion keeps only byte-level pre-tokenization and marks the vocabulary
+    byte_fallback; SmolLM2 ("smollm" in llama.cpp) also splits every digit on its own. Without this,
+    numbers tokenize differently from the original model and from llama.cpp.
+    """
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    pre = bytes(field.parts[field.data[0]]).decode() if field is not None else None
+    if pre != "smollm":
+        return
+    data = json.loads(tokenizer_json.read_text())
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    data["model"]["byte_fallback"] = False
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False))
 
 
 def _fix_special_tokens(tok, config) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+
+from harness.models import PROVISION_FORMAT
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -34,7 +37,9 @@ def harness_home(tmp_path_factory) -> Path:
     # The conversion is the slow part: reuse the user's cache when it already has the model.
     user_cache = Path.home() / ".cache" / "harness" / "models" / "smollm2-135m-instruct"
     target = home / "models" / "smollm2-135m-instruct"
-    if user_cache.exists() and not target.exists():
+    provenance = user_cache / "harness-provenance.json"
+    if provenance.exists() and not target.exists() and \
+            json.loads(provenance.read_text()).get("format") == PROVISION_FORMAT:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(user_cache)
     return home
