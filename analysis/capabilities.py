@@ -1,0 +1,194 @@
+"""Forgetting and quantisation comparisons, from the files those harness steps leave in a study.
+
+Forgetting (lm-eval rows: `<folder>/lm_eval/<task>.jsonl`, one row per benchmark item with `doc_id`,
+`correct` 0/1 and `doc_hash`, the proof that both sides saw the same item) comes in two layouts:
+
+- in the trial (spec `forgetting:`): the adapter's rows in `trial-NNNN/lm_eval/`, the base model's in
+  `<study>/forgetting-base/<key>/`, key = sha256 of [model.base, tasks, limit] as `harness.trial` makes it;
+- after the study (`harness.forgetting.forgetting_check`): `<study>/forgetting/forgetting.json` names
+  the base folder each `forgetting/trial-NNNN/` pairs with.
+
+Trials that differ only in seed are one arm, so seed variance enters the CI as everywhere else.
+
+Quantisation (`harness.quant_delta`: a folder with `quant.json` and `eval/<arm>.jsonl`): each
+quantised arm against the reference arm (`merged`). When the trials also put those arms in their own
+`eval/` (spec `quantize:`), they are compared from there, seeds pooled; otherwise folder by folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.compare import Comparison, Level, PairedScores, pair_statistics, paired_scores
+from analysis.errors import AnalysisError, NaNScoreError, UnpairedItemsError
+from analysis.load import SEED_PARAMS, Study, arm_label, load_study
+from harness.record import read_json, read_jsonl
+
+Refused = tuple[str, str, str]  # (a, b, reason)
+
+
+@dataclass(frozen=True)
+class _Capability:
+    """One adapter's lm-eval rows and the base rows it pairs with."""
+
+    label: str
+    seed: int
+    rows: Path  # a folder holding lm_eval/
+    base: Path
+    tasks: tuple[str, ...]
+
+
+def _seed(params: dict[str, Any], manifest: dict[str, Any] | None = None) -> int:
+    if manifest and manifest.get("seed") is not None:
+        return int(manifest["seed"])
+    return int(next((params[k] for k in ("train.seed", "seed") if params.get(k) is not None), 0))
+
+
+def _label(params: dict[str, Any], varying: list[str]) -> str:
+    return arm_label("tuned", {k: v for k, v in params.items() if k not in SEED_PARAMS}, varying)
+
+
+def _after_study(study_dir: Path, varying: list[str]) -> list[_Capability]:
+    root = study_dir / "forgetting"
+    if not (root / "forgetting.json").exists():
+        return []
+    index = read_json(root / "forgetting.json")
+    tasks = tuple(index.get("tasks", []))
+    return [_Capability(_label(t.get("params") or {}, varying), _seed(t.get("params") or {}),
+                        root / t.get("dir", name), root / t["base"], tasks)
+            for name, t in sorted(index.get("trials", {}).items())]
+
+
+def _in_trials(study_dir: Path, varying: list[str]) -> list[_Capability]:
+    found = []
+    for trial in sorted(study_dir.glob("trial-*")):
+        result = trial / "result.json"
+        if not (trial / "lm_eval" / "summary.json").exists() or not result.exists():
+            continue
+        if read_json(result).get("status") != "complete":
+            continue
+        manifest = read_json(trial / "manifest.json") if (trial / "manifest.json").exists() else {}
+        spec = manifest.get("spec") or {}
+        f = spec.get("forgetting") or {}
+        # The key harness.trial gives the base model's lm-eval rows (one folder per base, tasks and limit).
+        key = hashlib.sha256(json.dumps([(spec.get("model") or {}).get("base"), f.get("tasks"),
+                                         f.get("limit")]).encode()).hexdigest()[:16]
+        params = manifest.get("params") or read_json(result).get("params") or {}
+        found.append(_Capability(_label(params, varying), _seed(params, manifest), trial,
+                                 study_dir / "forgetting-base" / key, tuple(f.get("tasks") or ())))
+    return found
+
+
+def _task_rows(folder: Path, task: str) -> dict[str, dict[str, Any]]:
+    path = folder / "lm_eval" / f"{task}.jsonl"
+    if not path.exists():
+        raise UnpairedItemsError(f"no per-item rows for task '{task}' in {folder}", where=path)
+    return {str(r["doc_id"]): r for r in read_jsonl(path)}
+
+
+def _correct(rows: dict[str, dict[str, Any]], doc_ids: list[str]) -> np.ndarray:
+    return np.array([np.nan if rows[d].get("correct") is None else rows[d]["correct"] for d in doc_ids], dtype=float)
+
+
+def _task_scores(members: list[_Capability], task: str) -> PairedScores:
+    label, base = members[0].label, members[0].base
+    base_rows = _task_rows(base, task)
+    doc_ids = sorted(base_rows)
+    a = np.empty((len(members), len(doc_ids)))
+    for s, m in enumerate(members):
+        rows = _task_rows(m.rows, task)
+        if set(rows) != set(base_rows):
+            raise UnpairedItemsError(f"'{m.rows.name}' and the base answered different items of '{task}' "
+                                     f"({len(set(rows) ^ set(base_rows))} differ): pairing them would be a lie")
+        changed = [d for d in doc_ids if rows[d].get("doc_hash") and base_rows[d].get("doc_hash")
+                   and rows[d]["doc_hash"] != base_rows[d]["doc_hash"]]
+        if changed:
+            raise UnpairedItemsError(f"'{task}' doc_id {changed[0]} holds different items for '{m.rows.name}' and "
+                                     f"the base ({len(changed)} such)")
+        a[s] = _correct(rows, doc_ids)
+    b = _correct(base_rows, doc_ids)[None, :]
+    for name, values in ((label, a), ("base", b)):
+        if np.isnan(values).any():
+            raise NaNScoreError(f"'{name}' has missing 'correct' on {int(np.isnan(values).sum())} items of '{task}'")
+    return PairedScores(label, "base", f"{task} acc", a, np.repeat(b, len(members), axis=0),
+                        tuple(m.seed for m in members), tuple(doc_ids), None)
+
+
+def forgetting_comparisons(study_dir: Path, varying: list[str], *, level: Level = "item", confidence: float = 0.95,
+                           n_resamples: int = 10_000, seed: int = 0,
+                           alpha: float = 0.05) -> tuple[list[Comparison], list[Refused]]:
+    """Adapter vs base accuracy on each lm-eval task, per grid point (seeds pooled); not yet Holm-adjusted.
+
+    Empty when the study has no forgetting check.
+    """
+    study_dir = Path(study_dir)
+    groups: dict[tuple[str, Path], list[_Capability]] = {}
+    for c in _in_trials(study_dir, varying) + _after_study(study_dir, varying):
+        groups.setdefault((c.label, c.base), []).append(c)
+    results, refused = [], []
+    for (label, _), members in groups.items():
+        members = sorted(members, key=lambda m: m.seed)
+        for task in dict.fromkeys(t for m in members for t in m.tasks):
+            try:
+                results.append(pair_statistics(_task_scores(members, task), level=level, confidence=confidence,
+                                               n_resamples=n_resamples, seed=seed, alpha=alpha))
+            except AnalysisError as e:
+                refused.append((label, "base", f"{task}: {e}"))
+    return results, refused
+
+
+def quantization_comparisons(study: Study, metric: str, *, level: Level = "item", confidence: float = 0.95,
+                             n_resamples: int = 10_000, seed: int = 0,
+                             alpha: float = 0.05) -> tuple[list[Comparison], list[Refused]]:
+    """Each quantised arm vs its reference arm, for the `quant.json` folders under the study; not yet adjusted.
+
+    Arms recorded as not run (e.g. NF4 without CUDA) are listed as refused with their reason.
+    """
+    folders = sorted(p.parent for p in study.path.rglob("quant.json") if "report" not in p.parts)
+    if not folders:
+        return [], []
+    reference, quant_arms, refused = "merged", set(), []
+    for folder in folders:
+        index = read_json(folder / "quant.json")
+        reference = index.get("reference_arm") or reference
+        for arm, info in (index.get("arms") or {}).items():
+            if info.get("status") == "complete":
+                quant_arms.add(arm)
+            elif (arm, reference) not in {(a, b) for a, b, _ in refused}:
+                refused.append((arm, reference, f"{info.get('status')}: {info.get('reason')}"))
+    quant_arms.discard(reference)
+
+    options = dict(level=level, confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    results = []
+    if not study.items.empty and reference in set(study.items["arm"]):
+        # The trials evaluated these arms themselves: pair them there, seeds pooled like every other arm.
+        for label in study.arm_labels:
+            if study.rows(label)["arm"].iloc[0] not in quant_arms:
+                continue
+            b = study.label_for(reference, study.params_of(label))
+            try:
+                results.append(pair_statistics(paired_scores(study, label, b, metric), **options))
+            except AnalysisError as e:
+                refused.append((label, b, str(e)))
+        return results, refused
+    for folder in folders:
+        prefix = f"{folder.relative_to(study.path)}: " if len(folders) > 1 else ""
+        try:
+            quant = load_study(folder)
+            labels = [label for label in quant.arm_labels if label != reference]
+        except AnalysisError as e:
+            refused.append((f"{prefix}quantised arms", f"{prefix}{reference}", str(e)))
+            continue
+        for label in labels:
+            try:
+                c = pair_statistics(paired_scores(quant, label, reference, metric), **options)
+                results.append(replace(c, a=prefix + c.a, b=prefix + c.b))
+            except AnalysisError as e:
+                refused.append((f"{prefix}{label}", f"{prefix}{reference}", str(e)))
+    return results, refused

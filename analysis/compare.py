@@ -1,0 +1,367 @@
+"""Paired comparisons of two arms on the same held-out items: difference, CI, test, Holm, verdict.
+
+One comparison pairs every item's score under arm A with the same item's score under arm B, seed by
+seed, and reports `A - B`. Pairing is refused, not approximated, when the arms did not answer the
+same items: an unpaired comparison dressed up as a paired one would overstate the evidence.
+
+Which statistics (all from `analysis.paired`):
+
+- CI of the mean difference: a paired bootstrap over items (whole clusters when items share a
+  source); with two or more seeds, the hierarchical bootstrap over seeds × items, so seed-to-seed
+  variation is part of the uncertainty.
+- Test, `level="item"` (the default): McNemar's exact test when one seed and binary scores; the
+  Wilcoxon signed-rank test otherwise (with several seeds, on each item's difference averaged over
+  seeds, since items are the independent units). A sign-flip permutation test on the same
+  differences is always reported beside it. When items share sources (the `cluster` column), the
+  permutation test flipping whole clusters becomes the test of record: the other two would count
+  correlated items as independent evidence.
+- Test, `level="seed"`: a one-sample t-test on per-seed mean differences (and the exact sign-flip
+  permutation p over seeds); needs at least two seeds.
+- Holm–Bonferroni across all comparisons of one call; Cohen's d_z; the minimum detectable
+  difference at 80% power for the number of units; the cluster-robust SE when items share a source.
+- Verdict: "better"/"worse" only when the adjusted p is below alpha and the CI excludes 0, else
+  "no detectable difference", with a note on power (CI inside ±MDE: underpowered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import paired
+from analysis.errors import (AnalysisError, MissingSeedsError, NaNScoreError, UnknownArmError,
+                             UnpairedItemsError)
+from analysis.load import SCORE_PREFIX, Study
+
+Level = Literal["item", "seed"]
+BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"
+_SHOW = 5  # item ids quoted in an error message
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One A-vs-B comparison on one metric; `diff` is mean(A) - mean(B)."""
+
+    a: str
+    b: str
+    metric: str
+    n: int  # paired held-out items
+    n_seeds: int
+    mean_a: float
+    mean_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    test: str  # the test whose p is `p`, adjusted into `p_adjusted` and behind the verdict
+    p: float
+    p_permutation: float  # sign-flip permutation test (whole clusters flip together when items share sources)
+    item_test: str  # McNemar exact or Wilcoxon signed-rank, items taken as independent
+    p_item_test: float
+    p_adjusted: float  # Holm across the comparisons computed together
+    effect_size: float
+    effect_size_kind: str
+    mde: float  # minimum detectable |diff| at 80% power, two-sided alpha
+    cluster_se: float  # cluster-robust SE of the mean difference; NaN unless items share sources
+    n_clusters: int
+    level: str
+    verdict: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedScores:
+    """Two arms' scores on the same items, aligned: `a` and `b` are seeds × items."""
+
+    a_label: str
+    b_label: str
+    metric: str
+    a: np.ndarray
+    b: np.ndarray
+    seeds: tuple[int, ...]
+    item_ids: tuple[str, ...]
+    clusters: np.ndarray | None  # one label per item when some items share a source, else None
+
+    @property
+    def item_diffs(self) -> np.ndarray:
+        """Each item's difference, averaged over seeds."""
+        return (self.a - self.b).mean(axis=0)
+
+    @property
+    def seed_diffs(self) -> np.ndarray:
+        """Each seed's mean difference over items."""
+        return (self.a - self.b).mean(axis=1)
+
+
+def _examples(ids: Sequence[Any]) -> str:
+    ids = sorted(map(str, ids))
+    more = f" and {len(ids) - _SHOW} more" if len(ids) > _SHOW else ""
+    return ", ".join(ids[:_SHOW]) + more
+
+
+def _metric_column(study: Study, metric: str) -> str:
+    column = SCORE_PREFIX + metric
+    if column not in study.items.columns:
+        raise UnknownArmError(f"no per-item metric '{metric}' in study '{study.name}' "
+                              f"(known: {', '.join(study.score_metrics) or 'none'})", where=study.path)
+    return column
+
+
+def _refuse_nan(rows: pd.DataFrame, column: str, label: str, metric: str) -> None:
+    bad = rows[rows[column].isna()]
+    if not bad.empty:
+        seeds = sorted({int(s) for s in bad["seed"]})
+        raise NaNScoreError(
+            f"arm '{label}' has {len(bad)} NaN/missing '{metric}' scores (seeds {seeds}; items "
+            f"{_examples(bad['item_id'].unique())}): no test may silently drop or impute items; fix the "
+            "scorer or re-evaluate those items")
+
+
+def _items_by_seed(rows: pd.DataFrame) -> dict[int, set[str]]:
+    return {int(s): set(g["item_id"]) for s, g in rows.groupby("seed")}
+
+
+def _shared_clusters(rows: pd.DataFrame, item_ids: Sequence[str]) -> np.ndarray | None:
+    """Cluster label per item, when at least two items share one; an item without a cluster is its own."""
+    if "cluster" not in rows.columns:
+        return None
+    per_item = rows.drop_duplicates("item_id").set_index("item_id")["cluster"]
+    labels = np.array([f"cluster:{per_item[i]}" if pd.notna(per_item[i]) else f"item:{i}" for i in item_ids],
+                      dtype=object)
+    return labels if len(set(labels)) < len(labels) else None
+
+
+def paired_scores(study: Study, a: str, b: str, metric: str, *, seeds: Sequence[int] | None = None) -> PairedScores:
+    """Align the per-item scores of arms `a` and `b` by (seed, item_id), refusing anything unpaired."""
+    column = _metric_column(study, metric)
+    rows_a, rows_b = study.rows(a), study.rows(b)
+    if a == b:
+        raise AnalysisError(f"comparing '{a}' with itself")
+
+    hashes_a, hashes_b = set(rows_a["split_hash"].dropna()), set(rows_b["split_hash"].dropna())
+    if hashes_a and hashes_b and hashes_a != hashes_b:
+        raise UnpairedItemsError(
+            f"'{a}' and '{b}' were evaluated on different held-out splits (split hash {sorted(hashes_a)} vs "
+            f"{sorted(hashes_b)}): pairing their items would be a lie; compare arms of the same frozen split")
+
+    seeds_a, seeds_b = set(study.seeds(a)), set(study.seeds(b))
+    if seeds is not None:
+        wanted = {int(s) for s in seeds}
+        missing = {label: sorted(wanted - have) for label, have in ((a, seeds_a), (b, seeds_b)) if wanted - have}
+        if missing:
+            raise UnpairedItemsError(f"seeds {sorted(wanted)} asked for, but missing: "
+                                     + "; ".join(f"'{k}' lacks {v}" for k, v in missing.items()))
+        seeds_a = seeds_b = wanted
+        rows_a, rows_b = rows_a[rows_a["seed"].isin(wanted)], rows_b[rows_b["seed"].isin(wanted)]
+    elif seeds_a != seeds_b:
+        common = sorted(seeds_a & seeds_b)
+        raise UnpairedItemsError(
+            f"'{a}' has seeds {sorted(seeds_a)} but '{b}' has {sorted(seeds_b)}: pair them on common seeds "
+            f"(seeds={common}) or run the missing trials")
+
+    items_a, items_b = _items_by_seed(rows_a), _items_by_seed(rows_b)
+    for s in sorted(seeds_a):
+        only_a, only_b = items_a[s] - items_b[s], items_b[s] - items_a[s]
+        if only_a or only_b:
+            raise UnpairedItemsError(
+                f"'{a}' and '{b}' were evaluated on different held-out items (seed {s}: {len(only_a)} only in "
+                f"'{a}' [{_examples(only_a)}], {len(only_b)} only in '{b}' [{_examples(only_b)}]): pairing them "
+                "would be a lie; evaluate both arms on the same frozen split (and the same eval.limit)")
+    item_sets = {frozenset(v) for v in items_a.values()}
+    if len(item_sets) > 1:
+        raise UnpairedItemsError(f"the seeds of '{a}' were evaluated on different item sets; a seeds × items "
+                                 "analysis needs every seed to answer the same items")
+    for label, rows in ((a, rows_a), (b, rows_b)):
+        dup = rows[rows.duplicated(["seed", "item_id"], keep=False)]
+        if not dup.empty:
+            raise AnalysisError(f"arm '{label}' has several rows for the same seed and item "
+                                f"({_examples(dup['item_id'].unique())}); its trials are not told apart by params")
+        _refuse_nan(rows, column, label, metric)
+
+    seed_list = sorted(seeds_a)
+    item_ids = sorted(next(iter(item_sets)))
+    matrix_a = rows_a.pivot(index="seed", columns="item_id", values=column).loc[seed_list, item_ids]
+    matrix_b = rows_b.pivot(index="seed", columns="item_id", values=column).loc[seed_list, item_ids]
+    return PairedScores(a, b, metric, matrix_a.to_numpy(float), matrix_b.to_numpy(float), tuple(seed_list),
+                        tuple(item_ids), _shared_clusters(rows_a, item_ids))
+
+
+def pair_statistics(scores: PairedScores, *, level: Level = "item", confidence: float = 0.95,
+                    n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0, alpha: float = 0.05) -> Comparison:
+    """All statistics of one aligned pair, before multiplicity adjustment (`p_adjusted` = `p`).
+
+    The test behind `p`: with `level="seed"`, the t-test on per-seed mean differences; otherwise the
+    item test (McNemar exact for one seed of binary scores, else Wilcoxon signed-rank) — unless items
+    share sources, where that test would count correlated items as independent evidence, so the
+    permutation test that flips whole clusters is used and the item test is kept only for reference.
+    """
+    n_seeds, n_items = scores.a.shape
+    if level not in ("item", "seed"):
+        raise AnalysisError(f"level must be 'item' or 'seed', got '{level}'")
+    if level == "seed" and n_seeds < 2:
+        raise MissingSeedsError(
+            f"a seed-level test needs at least 2 seeds per arm; '{scores.a_label}' and '{scores.b_label}' "
+            f"have only seed {list(scores.seeds)}. Add seeds to the study (e.g. search.seeds: [0, 1, 2]) and "
+            "run it again, or use the item-level test")
+
+    clusters = scores.clusters
+    units_name = "clusters" if clusters is not None else "items"
+    if n_seeds >= 2:
+        ci = paired.hierarchical_bootstrap_ci(scores.a - scores.b, clusters=clusters, confidence=confidence,
+                                              n_resamples=n_resamples, seed=seed)
+        ci_method = f"hierarchical bootstrap ({n_seeds} seeds × {units_name})"
+    else:
+        ci = paired.paired_bootstrap_ci(scores.item_diffs, clusters=clusters, confidence=confidence,
+                                        n_resamples=n_resamples, seed=seed)
+        ci_method = f"paired bootstrap over {units_name}"
+
+    item_diffs = scores.item_diffs
+    if n_seeds == 1 and paired.is_binary(scores.a) and paired.is_binary(scores.b):
+        item_test, p_item = "McNemar exact", paired.mcnemar_exact(scores.a[0], scores.b[0])
+    else:
+        item_test = "Wilcoxon signed-rank" + (f" on per-item means over {n_seeds} seeds" if n_seeds > 1 else "")
+        p_item = paired.wilcoxon_signed_rank(item_diffs)
+    n_clusters = len(set(clusters)) if clusters is not None else n_items
+    cluster_se = paired.cluster_robust_se(item_diffs, clusters) if clusters is not None else float("nan")
+
+    if level == "seed":
+        units = scores.seed_diffs
+        p_perm = paired.paired_permutation_test(units, n_resamples=n_resamples, seed=seed)
+        test, p = f"t-test on per-seed means (df={n_seeds - 1})", paired.seed_level_t_test(units)
+        mde = paired.minimum_detectable_difference(float(units.std(ddof=1)), n_seeds, alpha=alpha)
+    else:
+        units = item_diffs
+        p_perm = paired.paired_permutation_test(units, clusters=clusters, n_resamples=n_resamples, seed=seed)
+        if clusters is None:
+            test, p = item_test, p_item
+            mde = paired.minimum_detectable_difference(float(units.std(ddof=1)) if n_items > 1 else float("nan"),
+                                                       n_items, alpha=alpha)
+        else:
+            test, p = f"sign-flip permutation by cluster ({n_clusters} clusters)", p_perm
+            # Clusters are the independent units: power follows their number and the cluster-robust SE.
+            mde = paired.minimum_detectable_difference(cluster_se * np.sqrt(n_clusters), n_clusters, alpha=alpha)
+    return Comparison(
+        a=scores.a_label, b=scores.b_label, metric=scores.metric, n=n_items, n_seeds=n_seeds,
+        mean_a=float(scores.a.mean()), mean_b=float(scores.b.mean()), diff=float((scores.a - scores.b).mean()),
+        ci_low=ci[0], ci_high=ci[1], ci_method=ci_method, test=test, p=p, p_permutation=p_perm,
+        item_test=item_test, p_item_test=p_item, p_adjusted=p,
+        effect_size=paired.cohens_dz(units), effect_size_kind=f"Cohen's d_z (per-{level} differences)",
+        mde=mde, cluster_se=cluster_se, n_clusters=n_clusters, level=level)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.3f}" if np.isfinite(x) else "n/a"
+
+
+def judge(c: Comparison, *, alpha: float = 0.05, higher_is_better: bool = True) -> Comparison:
+    """Fill `verdict` and `note`: better/worse needs the adjusted p below alpha *and* a CI excluding 0.
+
+    The tests treat items (or seeds) as independent; the CI also counts seed-to-seed variation and
+    shared sources. When they disagree the weaker claim is the honest one.
+    """
+    notes = []
+    if c.ci_low == c.ci_high == c.diff == 0:
+        notes.append("the two arms scored identically on every item: there is no difference to test")
+    if "permutation" in c.test:
+        units = c.n_clusters if c.level == "item" else c.n_seeds
+        if 2 / 2 ** units >= alpha:  # the smallest p an exact sign-flip test over `units` can give
+            notes.append(f"with {units} {'clusters' if c.level == 'item' else 'seeds'} the permutation test "
+                         f"cannot reach p < {alpha} (smallest possible p = {2 / 2 ** units:.3g})")
+    significant = bool(np.isfinite(c.p_adjusted) and c.p_adjusted < alpha)
+    if significant and c.ci_low <= 0 <= c.ci_high:
+        sources = [s for s, present in (("seed-to-seed variation", c.n_seeds >= 2),
+                                        ("items sharing sources", c.n_clusters < c.n)) if present]
+        notes.append(f"{c.test} is significant (adjusted p={c.p_adjusted:.3g}) but the CI "
+                     f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}] includes 0"
+                     + (f": {' and '.join(sources)} could explain the difference" if sources else ""))
+        significant = False
+    if significant:
+        verdict = BETTER if (c.diff > 0) == higher_is_better else WORSE
+    else:
+        verdict = NO_DIFFERENCE
+        units = (f"{c.n_seeds} seeds" if c.level == "seed" else
+                 f"{c.n_clusters} clusters" if c.n_clusters < c.n else f"{c.n} items")
+        if np.isfinite(c.mde) and -c.mde < c.ci_low and c.ci_high < c.mde:
+            notes.append(f"underpowered: {units} detect differences of ±{c.mde:.3f} or more at 80% power; the "
+                         "whole CI lies inside that, so smaller real differences cannot be ruled out")
+        elif c.ci_low <= 0 <= c.ci_high and np.isfinite(c.mde):
+            notes.append(f"inconclusive: the CI [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}] includes both 0 and "
+                         f"differences beyond the MDE ±{c.mde:.3f}; more items (or seeds) are needed")
+        elif not c.ci_low <= 0 <= c.ci_high:
+            notes.append(f"the CI [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}] excludes 0 but {c.test} is not "
+                         f"significant after adjustment (adjusted p={c.p_adjusted:.3g}): weak evidence only")
+    if c.n_clusters < c.n and np.isfinite(c.cluster_se):
+        notes.append(f"{c.n} items from {c.n_clusters} sources (cluster-robust SE {c.cluster_se:.3f}): tested "
+                     "and resampled by cluster")
+    return replace(c, verdict=verdict, note="; ".join(notes))
+
+
+def adjust(comparisons: Sequence[Comparison], *, alpha: float = 0.05,
+           higher_is_better: bool = True) -> list[Comparison]:
+    """Holm–Bonferroni across `comparisons` (one table), then verdicts."""
+    adjusted = paired.holm([c.p for c in comparisons])
+    return [judge(replace(c, p_adjusted=float(p)), alpha=alpha, higher_is_better=higher_is_better)
+            for c, p in zip(comparisons, adjusted)]
+
+
+def compare(study: Study, pairs: Sequence[tuple[str, str]], metric: str, *, level: Level = "item",
+            seeds: Sequence[int] | None = None, alpha: float = 0.05, confidence: float = 0.95,
+            n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0,
+            higher_is_better: bool = True) -> list[Comparison]:
+    """Compare each `(a, b)` arm-label pair on `metric` (diff = a - b), Holm-adjusted across `pairs`.
+
+    Raises `UnpairedItemsError` when two arms answered different items (or splits, or seeds),
+    `MissingSeedsError` for `level="seed"` with one seed, `NaNScoreError` for NaN scores.
+    """
+    results = [pair_statistics(paired_scores(study, a, b, metric, seeds=seeds), level=level, confidence=confidence,
+                         n_resamples=n_resamples, seed=seed, alpha=alpha) for a, b in pairs]
+    return adjust(results, alpha=alpha, higher_is_better=higher_is_better)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One arm's mean score with its bootstrap CI."""
+
+    label: str
+    metric: str
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    n_seeds: int
+    ci_method: str
+
+
+def quality(study: Study, label: str, metric: str, *, confidence: float = 0.95,
+            n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0) -> Quality:
+    """Mean of `metric` for one arm, with a CI from the same bootstrap the comparisons use."""
+    column = _metric_column(study, metric)
+    rows = study.rows(label)
+    _refuse_nan(rows, column, label, metric)
+    by_seed = _items_by_seed(rows)
+    item_ids = sorted(next(iter(by_seed.values())))
+    clusters = _shared_clusters(rows, item_ids)
+    if len(by_seed) >= 2 and len({frozenset(v) for v in by_seed.values()}) == 1:
+        matrix = rows.pivot(index="seed", columns="item_id", values=column).loc[sorted(by_seed), item_ids]
+        lo, hi = paired.hierarchical_bootstrap_ci(matrix.to_numpy(float), clusters=clusters, confidence=confidence,
+                                                  n_resamples=n_resamples, seed=seed)
+        method = "hierarchical bootstrap"
+    else:
+        per_item = rows.groupby("item_id")[column].mean()
+        clusters = _shared_clusters(rows, list(per_item.index))
+        lo, hi = paired.paired_bootstrap_ci(per_item.to_numpy(float), clusters=clusters, confidence=confidence,
+                                            n_resamples=n_resamples, seed=seed)
+        method = "bootstrap over items"
+    return Quality(label, metric, float(rows[column].mean()), lo, hi, len(item_ids), len(by_seed), method)
+
+
+def comparisons_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:
+    """Comparisons as a DataFrame, one row each (the machine-readable table)."""
+    return pd.DataFrame([c.to_dict() for c in comparisons])
+

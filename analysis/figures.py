@@ -1,0 +1,250 @@
+"""Publication-style figures (PNG + PDF): labelled axes with units, CIs drawn, nothing left blank.
+
+Figures are built on `matplotlib.figure.Figure` directly (no pyplot global state, no GUI backend),
+so they render the same in a notebook, a CLI and a test. Every function returns a `FigureFiles`:
+the paths it wrote, or none and the reason it skipped (the study lacks the data it needs).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import matplotlib.patches
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.compare import Comparison, Quality
+from analysis.load import SCORE_PREFIX, Study
+
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5, "xtick.labelsize": 8,
+    "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.4, "savefig.dpi": 200,
+    "pdf.fonttype": 42,  # TrueType, not Type 3, in PDFs: editable text, accepted by ACM/IEEE checks
+}
+VERDICT_COLOURS = {"better": "#1b7837", "worse": "#b2182b", "no detectable difference": "#7f7f7f"}
+RANK_PARAM = "lora.r"
+
+
+@dataclass(frozen=True)
+class FigureFiles:
+    """What one figure function produced: its files, or why it produced none."""
+
+    name: str
+    paths: tuple[Path, ...] = ()
+    skipped: str | None = None
+    caption: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    @property
+    def png(self) -> Path | None:
+        return next((p for p in self.paths if p.suffix == ".png"), None)
+
+
+def _has_data(ax) -> bool:
+    return bool(ax.lines or ax.collections or ax.patches or ax.images or ax.containers)
+
+
+def _save(fig: Figure, out_dir: Path, name: str, caption: str) -> FigureFiles:
+    """Write `name`.png and `name`.pdf, refusing a figure with an empty panel (a silent bug otherwise)."""
+    blank = [ax.get_title() or f"panel {i}" for i, ax in enumerate(fig.axes) if ax.get_visible() and not _has_data(ax)]
+    if blank:
+        raise RuntimeError(f"figure '{name}' would have blank axes: {', '.join(blank)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with matplotlib.rc_context(STYLE):
+        for suffix in (".png", ".pdf"):
+            path = out_dir / f"{name}{suffix}"
+            fig.savefig(path)
+            paths.append(path)
+    return FigureFiles(name, tuple(paths), caption=caption)
+
+
+def _figure(width: float = 5.0, height: float = 3.2, **subplots) -> tuple[Figure, np.ndarray]:
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        axes = fig.subplots(squeeze=False, **subplots)
+    return fig, axes
+
+
+def _score_ylim(ax, values) -> None:
+    """Keep a near-constant score visible: autoscaling a flat line at 0 zooms into rounding noise."""
+    values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if values.size == 0:
+        return
+    low, high = values.min(), values.max()
+    pad = max(0.05, 0.1 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _skip(name: str, reason: str) -> FigureFiles:
+    return FigureFiles(name, skipped=reason)
+
+
+def loss_curves(study: Study, out_dir: Path, *, name: str = "loss_curves") -> FigureFiles:
+    """Training loss against step, one line per trial (colour: config, line style: seed)."""
+    log = study.train_log
+    if log.empty or "loss" not in log or "step" not in log or log["loss"].notna().sum() == 0:
+        return _skip(name, "no training loss logged (train_log.jsonl) in any trial")
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(5.5, 3.4)
+        ax = axes[0, 0]
+        configs = sorted(log["config"].fillna("").unique(), key=str)
+        palette = matplotlib.colormaps["tab10" if len(configs) <= 10 else "viridis"]
+        colours = {c: palette(i if len(configs) <= 10 else 0.85 * i / (len(configs) - 1)) for i, c in enumerate(configs)}
+        seeds = sorted(log["seed"].dropna().unique())
+        styles = {s: ls for s, ls in zip(seeds, ["-", "--", ":", "-."] * (len(seeds) // 4 + 1))}
+        for trial, rows in log.groupby("trial"):
+            rows = rows.dropna(subset=["loss"]).sort_values("step")
+            config, seed, status = rows["config"].iloc[0], rows["seed"].iloc[0], rows["status"].iloc[0]
+            label = f"{config or 'trial'} · seed {seed}" + ("" if status == "complete" else f" ({status})")
+            ax.plot(rows["step"], rows["loss"], color=colours[config], linestyle=styles.get(seed, "-"),
+                    alpha=1.0 if status == "complete" else 0.4, label=label)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss (cross-entropy, nats/token)")
+        ax.set_title(f"{study.name}: training loss per trial")
+        if log["trial"].nunique() <= 16:
+            ax.legend(frameon=False, ncols=2 if log["trial"].nunique() > 6 else 1)
+    return _save(fig, out_dir, name, "Training loss per trial; colour is the grid point, line style the seed.")
+
+
+def quality_vs_rank(study: Study, qualities: Sequence[Quality], metric: str, out_dir: Path, *,
+                    name: str = "quality_vs_rank") -> FigureFiles:
+    """Quality against LoRA rank (log2 axis) with CI bands; untuned arms as horizontal reference bands."""
+    if RANK_PARAM not in study.varying_params:
+        return _skip(name, f"the study does not vary '{RANK_PARAM}'")
+    points = []
+    for q in qualities:
+        params = study.params_of(q.label)
+        if RANK_PARAM in params and q.metric == metric:
+            series = ",".join(f"{k}={v}" for k, v in params.items() if k != RANK_PARAM)
+            points.append((study.rows(q.label)["arm"].iloc[0], series, float(params[RANK_PARAM]), q))
+    if len({p[2] for p in points}) < 2:
+        return _skip(name, f"fewer than two '{RANK_PARAM}' values among complete trials")
+    references = [q for q in qualities if q.metric == metric and RANK_PARAM not in study.params_of(q.label)]
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure()
+        ax = axes[0, 0]
+        ranks = sorted({p[2] for p in points})
+        for (arm, series), group in pd.DataFrame(points, columns=["arm", "series", "rank", "q"]).groupby(
+                ["arm", "series"], sort=True):
+            group = group.sort_values("rank")
+            mean = [q.mean for q in group["q"]]
+            line, = ax.plot(group["rank"], mean, marker="o", label=f"{arm}" + (f" [{series}]" if series else ""))
+            ax.fill_between(group["rank"], [q.ci_low for q in group["q"]], [q.ci_high for q in group["q"]],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+        for q in references:
+            line = ax.axhline(q.mean, color="0.35", linestyle="--", linewidth=1, label=f"{q.label} (untuned)")
+            ax.axhspan(q.ci_low, q.ci_high, color="0.5", alpha=0.12, linewidth=0)
+        _score_ylim(ax, [v for _, _, _, q in points for v in (q.ci_low, q.ci_high)]
+                    + [v for q in references for v in (q.ci_low, q.ci_high)])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ranks, [f"{r:g}" for r in ranks])
+        ax.minorticks_off()
+        ax.set_xlabel("LoRA rank r (log scale)")
+        ax.set_ylabel(f"{metric} (mean over items)")
+        ax.set_title(f"{metric} vs LoRA rank, 95% CI bands")
+        ax.legend(frameon=False)
+    return _save(fig, out_dir, name, f"Mean {metric} against LoRA rank; shaded: bootstrap 95% CI "
+                                     "(seeds × items when there are several seeds).")
+
+
+def pareto_front(table: pd.DataFrame, metric: str, out_dir: Path, *, name: str = "pareto_front") -> FigureFiles:
+    """Quality against cost per 1K calls (or p50 latency when no price is given); the Pareto front drawn."""
+    if table["cost_per_1k_calls"].notna().sum() >= 2:
+        x_col, x_label = "cost_per_1k_calls", "cost per 1K calls ($)"
+    else:
+        x_col, x_label = "latency_p50_s", "p50 latency per call (s)"
+    data = table.dropna(subset=[x_col, "quality"])
+    if len(data) < 2:
+        return _skip(name, f"fewer than two arms with both {metric} and {x_label}")
+    # An arm is on the front when no other arm is at least as cheap and at least as good, and better in one.
+    x, y = data[x_col].to_numpy(float), data["quality"].to_numpy(float)
+    on_front = np.array([not np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i]))) for i in range(len(x))])
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure()
+        ax = axes[0, 0]
+        yerr = np.vstack([y - data["quality_ci_low"].to_numpy(float), data["quality_ci_high"].to_numpy(float) - y])
+        ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor="0.6", elinewidth=1, capsize=2)
+        ax.scatter(x[~on_front], y[~on_front], color="0.55", zorder=3, label="dominated")
+        ax.scatter(x[on_front], y[on_front], color="#d95f02", zorder=4, label="Pareto-optimal")
+        order = np.argsort(x[on_front])
+        ax.step(x[on_front][order], y[on_front][order], where="post", color="#d95f02", alpha=0.6)
+        for xi, yi, label in zip(x, y, data["arm"]):
+            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        _score_ylim(ax, [*data["quality_ci_low"], *data["quality_ci_high"]])
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(f"{metric} (mean over items)")
+        ax.set_title(f"cost–quality trade-off ({metric})")
+        ax.legend(frameon=False)
+    return _save(fig, out_dir, name, f"Mean {metric} (95% CI) against {x_label}; orange: arms no other arm beats "
+                                     "on both.")
+
+
+def paired_seed_dots(study: Study, comparisons: Sequence[Comparison], out_dir: Path, *,
+                     name: str = "paired_seeds", max_panels: int = 8) -> FigureFiles:
+    """Per-seed means of B and A side by side, joined per seed: does every seed move the same way?"""
+    comparisons = list(comparisons)[:max_panels]
+    if not comparisons:
+        return _skip(name, "no comparisons to draw")
+    cols = min(4, len(comparisons))
+    rows = math.ceil(len(comparisons) / cols)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(2.2 * cols + 0.5, 2.6 * rows, nrows=rows, ncols=cols, sharey=True)
+        for ax in axes.flat[len(comparisons):]:
+            ax.set_visible(False)
+        drawn: list[float] = []
+        for ax, c in zip(axes.flat, comparisons):
+            column = SCORE_PREFIX + c.metric
+            means = {label: study.rows(label).groupby("seed")[column].mean() for label in (c.b, c.a)}
+            seeds = sorted(set(means[c.a].index) & set(means[c.b].index))
+            for s in seeds:
+                ys = [means[c.b][s], means[c.a][s]]
+                drawn += ys
+                ax.plot([0, 1], ys, color=VERDICT_COLOURS.get(c.verdict, "0.3"), marker="o", alpha=0.8)
+                ax.annotate(f"s{s}", (1, ys[1]), textcoords="offset points", xytext=(4, 0), fontsize=6, va="center")
+            ax.set_xticks([0, 1], ["B", "A"])
+            ax.set_xlim(-0.3, 1.4)
+            ax.set_title(f"A={c.a}\nB={c.b}", fontsize=7)
+            ax.set_xlabel(f"Δ={c.diff:+.3f}, {c.verdict}", fontsize=7)
+        _score_ylim(axes.flat[0], drawn)  # the panels share y
+        for ax in axes[:, 0]:
+            ax.set_ylabel(f"{comparisons[0].metric} (per-seed mean)")
+    return _save(fig, out_dir, name, "Per-seed mean of each arm; a line joins the two arms' results for one seed.")
+
+
+def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = "deltas",
+               title: str = "difference vs baseline") -> FigureFiles:
+    """Horizontal bars of each Δ = A − B with its CI, coloured by verdict (quantisation, forgetting, ...)."""
+    comparisons = list(comparisons)
+    if not comparisons:
+        return _skip(name, "no comparisons to draw")
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(5.5, 0.45 * len(comparisons) + 1.2)
+        ax = axes[0, 0]
+        y = np.arange(len(comparisons))[::-1]
+        diffs = np.array([c.diff for c in comparisons])
+        err = np.vstack([diffs - [c.ci_low for c in comparisons], [c.ci_high for c in comparisons] - diffs])
+        ax.barh(y, diffs, color=[VERDICT_COLOURS.get(c.verdict, "0.5") for c in comparisons], alpha=0.85, height=0.6)
+        ax.errorbar(diffs, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        metrics = {c.metric for c in comparisons}
+        ax.set_yticks(y, [f"{c.a} − {c.b}" + ("" if len(metrics) == 1 else f" ({c.metric})") for c in comparisons])
+        unit = next(iter(metrics)) if len(metrics) == 1 else "metric"
+        ax.set_xlabel(f"Δ {unit} (A − B, 95% CI)")
+        # Over the figure, not the axes: long arm labels leave the axes narrow, and its title would be cut.
+        fig.suptitle(textwrap.fill(title, 70), fontsize=STYLE["axes.titlesize"])
+        handles = [matplotlib.patches.Patch(color=col, label=v) for v, col in VERDICT_COLOURS.items()
+                   if any(c.verdict == v for c in comparisons)]
+        ax.legend(handles=handles, frameon=False, loc="best")
+    return _save(fig, out_dir, name, f"{title}: bars are Δ = A − B, whiskers the 95% CI; colour is the verdict "
+                                     "after Holm adjustment.")

@@ -1,0 +1,365 @@
+"""`results/<study>/report.md` (tables and figures for the write-up) and `report.json` (every number).
+
+The report compares every arm with its baseline on the headline metric (one Holm family), repeats
+that on the secondary summary metrics (a second family), on any named groups of extra pairs the
+caller passes, and — when the study has them — on the forgetting check (`forgetting/`) and the
+quantisation deltas (folders with `quant.json`); each is its own Holm family with a delta-bar figure.
+Tables land in `report/tables/`, figures in `report/figures/`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from analysis import figures, tables
+from analysis.capabilities import forgetting_comparisons, quantization_comparisons
+from analysis.compare import (Comparison, Level, Quality, adjust, comparisons_frame, pair_statistics,
+                              paired_scores, quality)
+from analysis.errors import AnalysisError, UnknownArmError
+from analysis.load import Study, load_study
+from analysis.paired import DEFAULT_RESAMPLES
+from harness.record import write_atomic, write_json
+
+SUMMARY_METRICS = ("field_accuracy", "exact_match", "json_valid")
+REPORT_DIR = "report"
+
+
+@dataclass
+class ReportPaths:
+    """Where the report's files are."""
+
+    markdown: Path
+    json: Path
+    tables: dict[str, tables.TableFiles] = field(default_factory=dict)
+    figures: dict[str, figures.FigureFiles] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.markdown} and {self.json}"
+
+
+@dataclass(frozen=True)
+class Family:
+    """Comparisons adjusted together (one table) and the pairs that could not be compared, with why."""
+
+    name: str
+    title: str
+    comparisons: list[Comparison]
+    refused: list[tuple[str, str, str]]  # (a, b, reason)
+
+
+def choose_metric(study: Study, metric: str | None) -> str:
+    """`metric` if the study has it; else the spec's headline metric; else the first summary metric present."""
+    available = study.score_metrics
+    if metric is not None:
+        if metric not in available:
+            raise UnknownArmError(f"no per-item metric '{metric}' in study '{study.name}' "
+                                  f"(known: {', '.join(available) or 'none'}); set eval.metric in the spec "
+                                  "or pass another metric", where=study.path)
+        return metric
+    for candidate in (study.headline_metric, *SUMMARY_METRICS, *available):
+        if candidate in available:
+            return candidate
+    raise AnalysisError(f"study '{study.name}' has no per-item scores to report", where=study.path)
+
+
+def baseline_pairs(study: Study, baseline: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(arm, its baseline) for every non-baseline arm.
+
+    `baseline` is an arm label (`tuned[lora.r=8]`: everything is compared with it) or an arm name
+    (`base`: each arm is compared with the baseline arm of the same grid point).
+    """
+    labels = study.arm_labels
+    if baseline in labels:
+        return [(a, baseline) for a in labels if a != baseline], []
+    arms = set(study.items["arm"])
+    if baseline not in arms:
+        return [], [f"no baseline '{baseline}' in this study (arms: {', '.join(labels)}): no Δ column"]
+    baseline_labels = set(study.items.loc[study.items["arm"] == baseline, "arm_label"])
+    pairs, notes = [], []
+    for a in labels:
+        if a in baseline_labels:
+            continue
+        b = study.label_for(baseline, study.params_of(a))
+        if b in baseline_labels:
+            pairs.append((a, b))
+        else:
+            notes.append(f"'{a}' has no '{baseline}' arm at its grid point ({b}): not compared")
+    return pairs, notes
+
+
+def run_family(study: Study, name: str, title: str, pairs: Sequence[tuple[str, str]], metrics: Sequence[str], *,
+               level: Level, alpha: float, confidence: float, n_resamples: int, seed: int) -> Family:
+    """Compare every pair on every metric, Holm-adjusting across all of them together.
+
+    A pair whose arms have different seeds (a failed trial) is compared on the seeds both have; a pair
+    that cannot be paired at all is listed with the reason instead of stopping the report.
+    """
+    results, refused = [], []
+    for metric in metrics:
+        for a, b in pairs:
+            try:
+                seeds_a, seeds_b = set(study.seeds(a)), set(study.seeds(b))
+                common = sorted(seeds_a & seeds_b) if seeds_a != seeds_b else None
+                scores = paired_scores(study, a, b, metric, seeds=common)
+                c = pair_statistics(scores, level=level, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                                    alpha=alpha)
+                results.append((c, f"compared on the seeds both arms have, {common}" if common else ""))
+            except AnalysisError as e:
+                refused.append((a, b, f"{metric}: {e}"))
+    adjusted = adjust([c for c, _ in results], alpha=alpha)
+    merged = [replace(c, note="; ".join(filter(None, [extra, c.note]))) for c, (_, extra) in zip(adjusted, results)]
+    return Family(name, title, merged, refused)
+
+
+def _relative(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+def _trials_section(study: Study) -> list[str]:
+    t = study.trials
+    complete = t[t["status"] == "complete"]
+    not_complete = len(t) - len(complete)
+    lines = [f"{len(t)} trials: {len(complete)} complete"
+             + (f", {not_complete} failed or unfinished (listed below, excluded from every comparison)."
+                if not_complete else "."),
+             f"Seeds: {sorted(int(s) for s in complete['seed'].dropna().unique())}. "
+             f"Params that vary: {', '.join(study.varying_params) or 'none'}."]
+    for row in t[t["status"] != "complete"].itertuples():
+        lines.append(f"- trial {row.number:04d} ({row.config or 'no params'}, seed {row.seed}): "
+                     f"{row.status}" + (f" — {row.reason}" if isinstance(row.reason, str) else ""))
+    lines.extend(f"- note: {n}" for n in study.notes)
+    return lines
+
+
+def _family_section(family: Family, table: tables.TableFiles | None, figure: figures.FigureFiles | None,
+                    md_dir: Path) -> list[str]:
+    lines = [f"## {family.title}", ""]
+    if family.comparisons:
+        lines.append(table.markdown.read_text() if table else "")
+        lines.append(f"Files: [CSV]({_relative(table.csv, md_dir)}), [LaTeX]({_relative(table.latex, md_dir)}). "
+                     "Holm-adjusted across the rows of this table.")
+    else:
+        lines.append("No comparisons.")
+    for a, b, reason in family.refused:
+        lines.append(f"- not compared, {a} vs {b}: {reason}")
+    if figure:
+        lines += ["", f"![{figure.caption}]({_relative(figure.png, md_dir)})", ""]
+    return lines + [""]
+
+
+METHOD = """## Method
+
+Every comparison pairs the two arms' scores item by item (and seed by seed) on the same frozen held-out
+items and reports Δ = mean(A) − mean(B); arms evaluated on different items are refused, never paired.
+The {confidence:.0%} CI is a percentile bootstrap ({n_resamples:,} resamples, seed {seed}) over items — over
+whole clusters when items share a source — and, when arms have several seeds, a hierarchical bootstrap
+that resamples seeds and items, so seed-to-seed variation is part of the uncertainty. The item test is
+McNemar's exact test for binary per-item scores with one seed, otherwise the Wilcoxon signed-rank test
+(on per-item means over seeds); a sign-flip permutation test is reported beside it. When items share
+a source, the permutation test flipping whole clusters is the test of record (the item test would
+count correlated items as independent evidence) and the MDE counts clusters, not items. p-values are
+Holm–Bonferroni adjusted within each table. The verdict is "better" or "worse" only when the adjusted p
+is below α = {alpha} and the CI excludes 0; otherwise "no detectable difference", with a note saying
+whether the eval was underpowered: the MDE is the smallest true difference a paired test on this many
+units detects with 80% power (two-sided α). Effect size is Cohen's d_z (mean difference over the SD of
+the per-unit differences). Cost per 1K calls is the measured device time per item (a batch's time
+shared by its items) × the price per device-hour.
+"""
+
+
+def _is_endpoint(study: Study, label: str) -> bool:
+    rows = study.rows(label)
+    return "cost_usd" in rows and bool(rows["cost_usd"].notna().any())
+
+
+def _ratio(a: float, b: float) -> str:
+    if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return "an unknown multiple of"
+    return f"{a / b:.2g}x"
+
+
+def when_to_use(comparisons: Sequence[Comparison], arms, metric: str, confidence: float) -> list[str]:
+    """One paragraph per tuned-vs-contestant comparison, written from its numbers (no canned verdict)."""
+    by_arm = {row.arm: row for row in arms.itertuples()}
+    out = []
+    for c in comparisons:
+        tuned, other = by_arm.get(c.a), by_arm.get(c.b)
+        if tuned is None or other is None:
+            continue
+        gap = (f"{c.a} scores {c.diff:+.3f} {metric} against {c.b} ({confidence:.0%} CI [{c.ci_low:+.3f}, "
+               f"{c.ci_high:+.3f}], adjusted p = {c.p_adjusted:.3g}, n = {c.n})")
+        cost = (f"costs {_ratio(tuned.cost_per_1k_calls, other.cost_per_1k_calls)} as much per 1K calls "
+                f"(${tuned.cost_per_1k_calls:.4g} vs ${other.cost_per_1k_calls:.4g})")
+        latency = (f"answers with {_ratio(tuned.latency_p50_s, other.latency_p50_s)} the median latency "
+                   f"({tuned.latency_p50_s:.3g} s vs {other.latency_p50_s:.3g} s; local arms are timed per batch)")
+        if c.verdict == "better":
+            advice = f"Use {c.a}: it is better on {metric} and the cost and latency figures above say what it saves."
+        elif c.verdict == "worse":
+            advice = (f"Use {c.b} where {metric} matters more than the difference in cost and latency; "
+                      f"{c.a} is measurably worse.")
+        else:
+            advice = (f"No difference in {metric} was detected at this sample size (smallest detectable difference "
+                      f"≈ {c.mde:.3f}); if that bound is acceptable, the cheaper and faster arm is the choice.")
+        out.append(f"{gap}; it {cost} and {latency}. {advice}")
+    return out
+
+
+def build_report(study_dir: str | Path, baseline: str = "base", metric: str | None = None, *,
+                 groups: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+                 price_per_device_hour: float | None = None, level: Level = "item", alpha: float = 0.05,
+                 confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> ReportPaths:
+    """Write `report.md` and `report.json` (plus tables and figures under `report/`) into `study_dir`.
+
+    `groups` names extra comparison families, e.g. {"quantization": [("tuned-q4", "tuned")]}.
+    """
+    study_dir = Path(study_dir)
+    study = load_study(study_dir)
+    if study.items.empty:
+        raise AnalysisError(f"study '{study.name}' has no complete trial with evaluations yet "
+                            f"({len(study.trials)} trial directories)", where=study_dir)
+    metric = choose_metric(study, metric)
+    out = study_dir / REPORT_DIR
+    fig_dir, table_dir = out / "figures", out / "tables"
+    options = dict(level=level, alpha=alpha, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+    pairs, pair_notes = baseline_pairs(study, baseline)
+    headline = run_family(study, "headline", f"Comparisons vs baseline: {metric}", pairs, [metric], **options)
+    secondary_metrics = [m for m in SUMMARY_METRICS if m in study.score_metrics and m != metric]
+    secondary = run_family(study, "secondary", "Secondary metrics vs baseline", pairs, secondary_metrics, **options)
+    extra = [run_family(study, name, f"{name}: comparisons", group_pairs, [metric], **options)
+             for name, group_pairs in (groups or {}).items()]
+    for name, title, (found, refused) in (
+            ("forgetting", "Forgetting: general capabilities, adapter vs base (lm-eval accuracy)",
+             forgetting_comparisons(study_dir, study.varying_params, **options)),
+            ("quantization", f"Quantization: {metric}, quantised vs reference",
+             quantization_comparisons(study, metric, **options))):
+        if found or refused:
+            extra.append(Family(name, title, adjust(found, alpha=alpha), refused))
+    endpoint_arms = [a for a in study.arm_labels if _is_endpoint(study, a)]
+    tuned_arms = [a for a in study.arm_labels if a not in study.untuned_arms]
+    verdict_pairs = [(t, e) for e in endpoint_arms for t in tuned_arms]
+    if verdict_pairs:
+        extra.append(run_family(study, "three_way", f"Tuned vs endpoint contestants: {metric}", verdict_pairs,
+                                [metric], **options))
+    families = [headline, secondary, *extra]
+
+    price_per_device_hour = price_per_device_hour if price_per_device_hour is not None else study.device_price_per_hour
+    qualities: list[Quality] = []
+    for label in study.arm_labels:
+        try:
+            qualities.append(quality(study, label, metric, confidence=confidence, n_resamples=n_resamples, seed=seed))
+        except AnalysisError as e:  # e.g. NaN scores: the arm is left out of the table, and the report says why
+            pair_notes.append(f"'{label}' left out of the arm table: {e}")
+    arms = tables.arm_table(study, qualities, headline.comparisons, price_per_device_hour=price_per_device_hour)
+    written = {"arms": tables.write_table(arms, tables.display_arm_table(arms, metric, confidence=confidence),
+                                          table_dir / "arms", caption=f"{study.name}: {metric}, cost and speed per arm")}
+    for fam in families:
+        if fam.comparisons:
+            written[fam.name] = tables.write_table(comparisons_frame(fam.comparisons),
+                                                   tables.display_comparisons(fam.comparisons, confidence=confidence),
+                                                   table_dir / fam.name, caption=f"{study.name}: {fam.title}")
+
+    drawn = {f.name: f for f in [
+        figures.loss_curves(study, fig_dir),
+        figures.quality_vs_rank(study, qualities, metric, fig_dir),
+        figures.pareto_front(arms, metric, fig_dir),
+        figures.paired_seed_dots(study, headline.comparisons, fig_dir),
+        figures.delta_bars(headline.comparisons, fig_dir, name="deltas_headline", title=f"Δ {metric} vs baseline"),
+        figures.delta_bars(secondary.comparisons, fig_dir, name="deltas_secondary",
+                           title="Δ secondary metrics vs baseline"),
+        *[figures.delta_bars(fam.comparisons, fig_dir, name=f"deltas_{fam.name}", title=fam.title) for fam in extra],
+    ]}
+
+    md_path, json_path = study_dir / "report.md", study_dir / "report.json"
+    md = [f"# {study.name}: report", "",
+          f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Headline metric: **{metric}**. "
+          f"Baseline: **{baseline}**. α = {alpha}, {confidence:.0%} CIs, {level}-level tests.", "",
+          "## Trials", "", *_trials_section(study), "",
+          "## Quality, cost and speed per arm", "", written["arms"].markdown.read_text(),
+          f"Files: [CSV]({_relative(written['arms'].csv, study_dir)}), "
+          f"[LaTeX]({_relative(written['arms'].latex, study_dir)}). "
+          + ("Cost per 1K calls: endpoint arms at their token prices; local arms need a price per device-hour "
+             "(not given)." if price_per_device_hour is None
+             else f"Cost per 1K calls: endpoint arms at their token prices, local arms at "
+                  f"${price_per_device_hour}/device-hour."), ""]
+    three_way = next((f for f in families if f.name == "three_way"), None)
+    if three_way is not None and three_way.comparisons:
+        md += ["## When to use which", "", *when_to_use(three_way.comparisons, arms, metric, confidence), ""]
+    md += [f"- {n}" for n in pair_notes]
+    md += [f"- {row.arm}: {int(row.failed_calls)} of {int(row.n_items * row.n_seeds)} calls failed (scored as given)"
+           for row in arms.itertuples() if row.failed_calls]
+    for fam in families:
+        md += _family_section(fam, written.get(fam.name), drawn.get(f"deltas_{fam.name}"), study_dir)
+    md += ["## Figures", ""]
+    for fig in drawn.values():
+        if fig and not fig.name.startswith("deltas_"):
+            md += [f"### {fig.name.replace('_', ' ')}", "", f"![{fig.caption}]({_relative(fig.png, study_dir)})", "",
+                   f"{fig.caption} [PDF]({_relative(fig.paths[-1], study_dir)})", ""]
+    skipped = {f.name: f.skipped for f in drawn.values() if f.skipped}
+    md += [f"- {name} not drawn: {reason}" for name, reason in skipped.items()]
+    md += ["", METHOD.format(confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha)]
+    write_atomic(md_path, "\n".join(md))
+
+    t = study.trials
+    write_json(json_path, {
+        "study": study.name, "path": str(study_dir), "project": study.project, "metric": metric, "baseline": baseline,
+        "alpha": alpha, "confidence": confidence, "level": level, "n_resamples": n_resamples, "seed": seed,
+        "price_per_device_hour": price_per_device_hour,
+        "generated_at": datetime.now(timezone.utc).isoformat(),
+        "trials": {"complete": int((t["status"] == "complete").sum()),
+                   "not_complete": [{"number": int(r.number), "status": r.status,
+                                     "reason": r.reason if isinstance(r.reason, str) else None}
+                                    for r in t[t["status"] != "complete"].itertuples()]},
+        "comparisons": [{"family": fam.name, **c.to_dict()} for fam in families for c in fam.comparisons],
+        "refused": [{"family": fam.name, "a": a, "b": b, "reason": r} for fam in families for a, b, r in fam.refused],
+        "arms": json.loads(arms.to_json(orient="records")),
+        "tables": {k: {"csv": _relative(v.csv, study_dir), "markdown": _relative(v.markdown, study_dir),
+                       "latex": _relative(v.latex, study_dir)} for k, v in written.items()},
+        "figures": {k: [_relative(p, study_dir) for p in v.paths] for k, v in drawn.items() if v},
+        "skipped_figures": skipped, "notes": [*study.notes, *pair_notes],
+    })
+    return ReportPaths(md_path, json_path, written, {k: v for k, v in drawn.items() if v})
+
+
+def log_report_to_wandb(report: ReportPaths, run_group: str, *, project: str | None = None,
+                        mode: str | None = None) -> str | None:
+    """Log the report's tables, figures and comparison numbers as one W&B run in the study's group.
+
+    `mode` defaults to the harness rule (WANDB_MODE, else online when logged in, else offline); a no-op
+    returning None when it resolves to "disabled". Returns the run id.
+    """
+    from harness.tracking import wandb_mode
+
+    mode = mode or wandb_mode("auto")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    data = json.loads(Path(report.json).read_text())
+    run = wandb.init(project=project or data.get("project") or "harness", group=run_group, job_type="report",
+                     name=f"{data['study']}/report", mode=mode, dir=str(Path(report.json).parent),
+                     config={k: data.get(k) for k in ("metric", "baseline", "alpha", "confidence", "level",
+                                                       "n_resamples", "seed", "price_per_device_hour")},
+                     reinit="create_new")
+    try:
+        for name, files in report.tables.items():
+            run.log({f"report/table/{name}": wandb.Table(dataframe=pd.read_csv(files.csv))})
+        for name, fig in report.figures.items():
+            if fig.png is not None:
+                run.log({f"report/figure/{name}": wandb.Image(str(fig.png), caption=fig.caption)})
+        run.summary.update({f"{c['family']}/{c['metric']}/{c['a']} vs {c['b']}": {
+            k: c[k] for k in ("diff", "ci_low", "ci_high", "p", "p_adjusted", "test", "n", "verdict")}
+            for c in data["comparisons"]})
+        run_id = run.id
+    finally:
+        run.finish()
+    return run_id

@@ -1,0 +1,132 @@
+"""Forgetting (lm-eval rows), quantisation (quant_delta folders) and endpoint contestants in the analysis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import load_study
+from analysis.capabilities import forgetting_comparisons, quantization_comparisons
+from analysis.compare import judge, quality
+from analysis.synthetic import write_synthetic_forgetting, write_synthetic_quant, write_synthetic_study
+from analysis.tables import arm_table
+from harness.record import read_jsonl, write_jsonl
+
+N = 500
+
+
+@pytest.fixture
+def study_dir(tmp_path) -> Path:
+    return write_synthetic_study(tmp_path, ranks=(8, 16), seeds=(0, 1), failed_trial=False)
+
+
+def test_forgetting_pools_seeds_per_grid_point_and_pairs_by_doc(study_dir):
+    write_synthetic_forgetting(study_dir, tasks=("arc_easy_local",), n_items=200, drop=0.15)
+    found, refused = forgetting_comparisons(study_dir, load_study(study_dir).varying_params, n_resamples=N)
+    assert refused == []
+    assert [(c.a, c.b, c.metric) for c in found] == [("tuned[lora.r=8]", "base", "arc_easy_local acc"),
+                                                      ("tuned[lora.r=16]", "base", "arc_easy_local acc")]
+    for c in found:
+        assert (c.n, c.n_seeds) == (200, 2) and c.ci_method.startswith("hierarchical")
+        assert c.diff < 0 and c.ci_high < 0  # the adapters forgot: every seed lost the same items
+
+
+def test_forgetting_recorded_inside_the_trials_is_found_too(study_dir):
+    write_synthetic_forgetting(study_dir, tasks=("piqa_local",), n_items=150, drop=0.2, layout="trial")
+    found, refused = forgetting_comparisons(study_dir, ["lora.r"], n_resamples=N)
+    assert refused == []
+    assert [(c.a, c.metric, c.n_seeds) for c in found] == [("tuned[lora.r=8]", "piqa_local acc", 2),
+                                                            ("tuned[lora.r=16]", "piqa_local acc", 2)]
+    assert all(c.ci_high < 0 for c in found)
+
+
+def test_forgetting_refuses_items_that_changed_under_the_same_doc_id(study_dir):
+    root = write_synthetic_forgetting(study_dir, tasks=("piqa_local",), n_items=30)
+    path = root / "trial-0001" / "lm_eval" / "piqa_local.jsonl"
+    rows = read_jsonl(path)
+    rows[3]["doc_hash"] = "another item"
+    write_jsonl(path, rows)
+    found, refused = forgetting_comparisons(study_dir, ["lora.r"], n_resamples=N)
+    assert [c.a for c in found] == ["tuned[lora.r=16]"]
+    assert refused and "doc_id 3 holds different items" in refused[0][2]
+
+
+def test_no_forgetting_folder_means_no_comparisons(study_dir):
+    assert forgetting_comparisons(study_dir, ["lora.r"]) == ([], [])
+
+
+def test_quantization_folders_compare_every_arm_with_the_merged_model(study_dir):
+    write_synthetic_quant(study_dir / "trial-0003" / "quant", n_items=120, loss={"q8_0": 0.0, "q4_k_m": 0.2})
+    found, refused = quantization_comparisons(load_study(study_dir), "field_accuracy", n_resamples=N)
+    assert refused == [("nf4", "merged", "not run: bitsandbytes NF4 needs CUDA; this machine has none")]
+    by_arm = {c.a: c for c in found}
+    assert set(by_arm) == {"q8_0", "q4_k_m"} and all(c.b == "merged" for c in found)
+    assert by_arm["q4_k_m"].ci_high < 0 and by_arm["q4_k_m"].p < 0.001
+    assert by_arm["q8_0"].diff == 0 and "identically" in judge(by_arm["q8_0"]).note
+
+
+def test_quantized_arms_in_the_trials_are_compared_there_with_seeds_pooled(study_dir):
+    for trial in sorted(study_dir.glob("trial-*")):  # what harness.trial does with spec `quantize:`
+        quant = write_synthetic_quant(trial / "quant", n_items=60)
+        for path in (quant / "eval").glob("*.jsonl"):
+            write_jsonl(trial / "eval" / path.name, read_jsonl(path))
+    found, _ = quantization_comparisons(load_study(study_dir), "field_accuracy", n_resamples=N)
+    assert {(c.a, c.b) for c in found} == {(f"{q}[lora.r={r}]", f"merged[lora.r={r}]")
+                                           for q in ("q8_0", "q4_k_m") for r in (8, 16)}
+    assert all(c.n_seeds == 2 and c.ci_method.startswith("hierarchical") for c in found)
+
+
+def test_a_quant_folder_loads_as_a_single_trial_and_says_what_did_not_run(tmp_path):
+    folder = write_synthetic_quant(tmp_path / "quant")
+    study = load_study(folder)
+    assert study.arm_labels == ["merged", "q4_k_m", "q8_0"]
+    assert list(study.trials["status"]) == ["complete"]
+    assert any("'nf4' not run: bitsandbytes NF4 needs CUDA" in n for n in study.notes)
+
+
+def test_a_quant_folder_with_a_changed_item_set_is_refused(study_dir):
+    folder = write_synthetic_quant(study_dir / "trial-0000" / "quant", n_items=40)
+    path = folder / "eval" / "q4_k_m.jsonl"
+    write_jsonl(path, read_jsonl(path)[:-1])
+    found, refused = quantization_comparisons(load_study(study_dir), "field_accuracy", n_resamples=N)
+    assert [c.a for c in found] == ["q8_0"]
+    assert any(a == "q4_k_m" and "different held-out items" in reason for a, _, reason in refused)
+
+
+def add_contestant(study_dir: Path, price_per_call: float = 0.002, failures: int = 2) -> None:
+    """An endpoint arm in every trial, as harness.trial writes it: cost_usd per call, NaN latency on failure."""
+    for trial in sorted(study_dir.glob("trial-*")):
+        rows = read_jsonl(trial / "eval" / "tuned.jsonl")
+        out = []
+        for i, row in enumerate(rows):
+            failed = i < failures
+            out.append({**row, "arm": "frontier", "batch": i, "cost_usd": 0.0 if failed else price_per_call,
+                        "latency_s": float("nan") if failed else 0.5 + i / 100,
+                        "error": "HTTP 503" if failed else None})
+        write_jsonl(trial / "eval" / "frontier.jsonl", out)
+
+
+def test_an_endpoint_contestant_is_untuned_priced_per_call_and_its_failures_counted(study_dir):
+    add_contestant(study_dir)
+    study = load_study(study_dir)
+    assert "frontier" in study.arm_labels  # no LoRA rank in its label: it was asked, not trained
+    assert "frontier" in study.untuned_arms
+    table = arm_table(study, [quality(study, "frontier", "field_accuracy", n_resamples=N)], [],
+                      price_per_device_hour=2.5).iloc[0]
+    assert table["cost_per_1k_calls"] == pytest.approx(1000 * np.mean([0.0] * 2 + [0.002] * 58))
+    assert table["failed_calls"] == 2 * 2  # two failed calls in each of the two seeds
+    assert np.isnan(table["train_device_s"])
+    assert np.isfinite(table["latency_p50_s"])
+
+
+def test_local_arms_are_priced_by_device_time(study_dir):
+    study = load_study(study_dir)
+    row = arm_table(study, [quality(study, "base", "field_accuracy", n_resamples=N)], [],
+                    price_per_device_hour=3.6).iloc[0]
+    rows = study.rows("base")
+    busy = rows.drop_duplicates(["trial", "seed", "batch"])["latency_s"].sum()
+    assert row["cost_per_1k_calls"] == pytest.approx(1000 * busy / len(rows) / 3600 * 3.6)
+    assert json.dumps(float(row["cost_per_1k_calls"]))  # a plain float for report.json
