@@ -155,7 +155,9 @@ def provision_embedded(name: str) -> Path:
         emb = EMBEDDED[name]
         (tmp / "harness-provenance.json").write_text(json.dumps(
             {"source": emb.source, "license": emb.license, "gguf": str(gguf), "format": PROVISION_FORMAT}, indent=2))
-        if target.exists():  # another worker finished first, or a stale partial directory
+        if target.is_symlink():  # a link to a cache made by older code
+            target.unlink()
+        elif target.exists():  # another worker finished first, or a cache made by older code
             shutil.rmtree(target)
         os.replace(tmp, target)
     except OSError as e:

@@ -203,7 +203,8 @@ def _sampled_params(spec: ExperimentSpec, study: optuna.Study, trial: optuna.Tri
         else:
             params[key] = trial.suggest_float(key, d.low, d.high, log=d.log, step=d.step)
     params["train.seed"] = trial.suggest_categorical("train.seed", spec.search.seeds)
-    if params["train.seed"] == spec.search.seeds[0] and "failed_trial" not in trial.system_attrs:
+    retried = "failed_trial" in study._storage.get_trial(trial._trial_id).system_attrs  # copies already queued
+    if params["train.seed"] == spec.search.seeds[0] and not retried:
         for seed in spec.search.seeds[1:]:
             study.enqueue_trial({**params, "train.seed": seed})
     return params
@@ -217,8 +218,8 @@ def reap_dead_trials(study: optuna.Study) -> int:
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = frozen.user_attrs.get("worker", {})
         if owner.get("host") == host and not _pid_alive(owner.get("pid", -1)):
+            storage.set_trial_user_attr(frozen._trial_id, "reason", "worker process died")  # before it finishes
             if storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
-                storage.set_trial_user_attr(frozen._trial_id, "reason", "worker process died")
                 RetryHeartbeatStaleTrialCallback(max_retry=3)(study, storage.get_trial(frozen._trial_id))
                 reaped += 1
     optuna.storages.fail_stale_trials(study)  # other hosts' workers: a heartbeat older than the grace period
