@@ -127,9 +127,19 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
             for item in record.config.update:
                 config[item.key] = json.loads(item.value_json)
         elif kind == "history":
-            history.append({".".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                _put(row, list(item.nested_key) or [item.key], json.loads(item.value_json))
+            history.append(row)
         elif kind == "summary":
             for item in record.summary.update:
-                summary[".".join(item.nested_key) or item.key] = json.loads(item.value_json)
+                _put(summary, list(item.nested_key) or [item.key], json.loads(item.value_json))
     return {"config": {k: v.get("value", v) if isinstance(v, dict) else v for k, v in config.items()},
             "history": history, "summary": summary}
+
+
+def _put(target: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Nested keys (a logged table's fields, say) become nested dicts under their first key."""
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value

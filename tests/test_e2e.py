@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -63,7 +64,13 @@ def test_wandb_offline_run_reads_back_logged_values(smoke_run):
     study_dir, _ = smoke_run
     runs = sorted((study_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+    # wandb-core may still be flushing the offline log just after the run's process exits
+    deadline = time.monotonic() + 30
     logged = read_offline_run(runs[0])
+    while not any("eval/tuned" in row for row in logged["history"]):
+        assert time.monotonic() < deadline, "the offline run never got its final records"
+        time.sleep(1)
+        logged = read_offline_run(runs[0])
     assert logged["config"]["lora"]["r"] == 16 and logged["config"]["trial"] == 0
     losses = [row["train/loss"] for row in logged["history"] if "train/loss" in row]
     recorded = [row["loss"] for row in read_jsonl(study_dir / "trial-0000" / "train_log.jsonl")]
@@ -71,8 +78,9 @@ def test_wandb_offline_run_reads_back_logged_values(smoke_run):
     metrics = read_json(study_dir / "trial-0000" / "metrics.json")
     tuned = [row for row in logged["history"] if "tuned/field_accuracy" in row]
     assert tuned and tuned[0]["tuned/field_accuracy"] == pytest.approx(metrics["tuned"]["field_accuracy"])
-    tables = [row for row in logged["history"] if "eval/tuned" in row]
-    assert tables, "the per-item eval table is logged"
+    tables = [row["eval/tuned"] for row in logged["history"] if "eval/tuned" in row]
+    assert tables and tables[0]["_type"] == "table-file" and tables[0]["nrows"] == 8, "the per-item table is logged"
+    assert (runs[0] / "files" / tables[0]["path"]).exists()
 
 
 def test_rerun_resumes_without_retraining(smoke_run, harness_home):
