@@ -135,7 +135,7 @@ def _trials_section(study: Study) -> list[str]:
              f"Params that vary: {', '.join(study.varying_params) or 'none'}."]
     for row in t[t["status"] != "complete"].itertuples():
         lines.append(f"- trial {row.number:04d} ({row.config or 'no params'}, seed {row.seed}): "
-                     f"{row.status}" + (f" — {row.reason}" if isinstance(row.reason, str) else ""))
+                     f"{row.status.replace('_', ' ')}" + (f" — {row.reason}" if isinstance(row.reason, str) else ""))
     lines.extend(f"- note: {n}" for n in study.notes)
     return lines
 

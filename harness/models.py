@@ -223,6 +223,8 @@ def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None 
         torch_dtype = torch.bfloat16 if device == "cuda" else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
+    if load_in_4bit and device != "cuda":
+        raise Unavailable("4-bit QLoRA (bitsandbytes NF4) needs CUDA; this machine has none")
     if resolved.kind == "random":
         cfg = dict(ARCHITECTURES[resolved.arch])
         cfg.setdefault("vocab_size", len(tok))
@@ -234,8 +236,6 @@ def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None 
         return model, tok
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if load_in_4bit:
-        if device != "cuda":
-            raise Unavailable("4-bit QLoRA (bitsandbytes NF4) needs CUDA; this machine has none")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

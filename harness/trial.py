@@ -257,7 +257,7 @@ def _train_dpo(spec: ExperimentSpec, data: PreparedData, peft_model, tok, scorer
     else:
         pairs = load_preference_pairs(d.preference_file, max_pairs=d.max_pairs, system_prompt=spec.data.system_prompt,
                                       heldout=data.heldout)
-    write_jsonl(trial_dir / "dpo_pairs.jsonl", [p.to_json() for p in pairs])
+    write_jsonl(trial_dir / "dpo_pairs.jsonl", [{**p.to_json(), "rejected": p.rejected} for p in pairs])  # "" is a real answer
     outcome = train_dpo(peft_model, tok, pairs, d, seed=spec.train.seed, out_dir=trial_dir / "dpo-checkpoints",
                         on_log=lambda row: tracker.log({f"dpo/{k}": v for k, v in row.items()
                                                         if isinstance(v, (int, float))}))
