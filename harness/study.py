@@ -108,6 +108,8 @@ def spec_fingerprint(spec: ExperimentSpec) -> str:
 
 
 def default_storage(study_dir: Path) -> str:
+    """SQLite in the study's results folder (created if needed)."""
+    Path(study_dir).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 

@@ -40,6 +40,23 @@ def test_rank_ablation_smoke_reports_qlora_as_not_run(tmp_path, harness_home):
     assert report.returncode == 0, report.stderr[-3000:]
     text = (tmp_path / "rank_ablation-smoke" / "report.md").read_text()
     assert "not run" in text.lower() and "CUDA" in text
+    _figures_have_data(tmp_path / "rank_ablation-smoke", expect={"loss_curves", "quality_vs_rank"})
+
+
+def _figures_have_data(study_dir, expect: set[str]) -> None:
+    """A report from a real study: every table is written and every figure shows data, not blank axes."""
+    import matplotlib.image
+    import numpy as np
+
+    data = read_json(study_dir / "report.json")
+    assert expect <= set(data["figures"]), data.get("skipped_figures")
+    for name, paths in data["figures"].items():
+        png = next(study_dir / p for p in paths if p.endswith(".png"))
+        pixels = matplotlib.image.imread(png)[..., :3]
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, f"{name} looks blank"
+    for table in data["tables"].values():
+        for kind in ("csv", "markdown", "latex"):
+            assert (study_dir / table[kind]).stat().st_size > 0
 
 
 def test_distill_vs_data_smoke_with_a_real_teacher(tmp_path, harness_home, llama):

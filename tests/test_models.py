@@ -58,3 +58,14 @@ def test_no_disk_space_for_cache_is_a_clear_error(tmp_path, monkeypatch):
         models.provision_embedded("smollm2-135m-instruct")
     assert "HARNESS_HOME" in str(e.value)
     assert not (tmp_path / "home" / "models" / "smollm2-135m-instruct").exists()
+
+
+def test_rank_larger_than_a_layer_is_a_clear_error(harness_home):
+    from harness.errors import SpecError
+    from harness.spec import LoraSpec
+    from harness.train import lora_config
+
+    model, _ = load_model(resolve_model("random:tiny"))
+    with pytest.raises(SpecError, match="lora.r.*rank 64 is larger"):
+        lora_config(LoraSpec(r=64), model)  # tiny's k/v projections are 64 x 32
+    lora_config(LoraSpec(r=32), model)

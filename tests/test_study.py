@@ -213,3 +213,31 @@ def test_sampled_points_run_for_every_seed_and_report_dev_scores(tmp_path, harne
         assert t.user_attrs["objective_source"].startswith("dev")
     for r in results:  # the objective is the dev score, never the held-out one
         assert r.objective is not None and 0.0 <= r.objective <= 1.0
+
+
+def test_dashboard_serves_the_study(tmp_path):
+    import socket
+
+    import httpx
+
+    spec_path = tiny_spec(tmp_path)
+    results = tmp_path / "results"
+    open_study(load_spec(spec_path), default_storage(results / "tiny"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(_harness_cmd("dashboard", str(spec_path), "--results", str(results), "--port", str(port)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "dashboard did not come up"
+                time.sleep(0.5)
+        assert reply.status_code == 200 and "tiny" in reply.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
