@@ -34,6 +34,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.models import harness_home
 from harness.prompting import ensure_chat_template
+from harness.record import replace_dir
 
 LLAMA_CPP_DIST = "llama-cpp-python"
 # What the converter needs from the sdist's vendor/llama.cpp/ (paths relative to it).
@@ -180,9 +181,7 @@ def ensure_converter(*, quiet: bool = True) -> Path:
             "gguf_pypi": _pypi_gguf_version(),
             "note": "the converter imports its vendored gguf-py, not the PyPI gguf",
         }, indent=2) + "\n")
-        if target.exists():  # a stale partial directory, or another worker finished first
-            shutil.rmtree(target)
-        os.replace(extracted, target)
+        replace_dir(extracted, target)
     except OSError as e:
         raise HarnessError(f"could not write the converter cache: {e}", where=target) from e
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import ModelError, Unavailable
+from harness.record import replace_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -155,11 +156,7 @@ def provision_embedded(name: str) -> Path:
         emb = EMBEDDED[name]
         (tmp / "harness-provenance.json").write_text(json.dumps(
             {"source": emb.source, "license": emb.license, "gguf": str(gguf), "format": PROVISION_FORMAT}, indent=2))
-        if target.is_symlink():  # a link to a cache made by older code
-            target.unlink()
-        elif target.exists():  # another worker finished first, or a cache made by older code
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        replace_dir(tmp, target)
     except OSError as e:
         raise ModelError(f"could not write the model cache: {e}", where=target) from e
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,16 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_dir(built: Path, target: Path) -> None:
+    """Move a fully built directory into place, replacing what was there (a stale cache, a link to one,
+    or the copy another worker finished first)."""
+    if target.is_symlink():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    os.replace(built, target)
 
 
 def write_json(path: Path, obj: Any) -> None:
