@@ -136,7 +136,8 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
         objective = None
         if data.dev:  # the objective of selection: a dev split from the training side
             objective = dev_score()
-            if on_dev_metric:
+            every = spec.eval.dev_every_steps
+            if on_dev_metric and not (every and outcome.steps % every == 0):  # else already reported at this step
                 on_dev_metric(objective, outcome.steps)
         final_arm = "dpo" if spec.dpo is not None else "tuned"
         arms[final_arm] = _evaluate(peft_model, tok, final_arm, heldout, spec, scorer)
