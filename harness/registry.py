@@ -9,7 +9,6 @@ from pathlib import Path
 import yaml
 
 from harness.errors import SpecError
-from harness.spec import ExperimentSpec, load_spec
 
 
 def experiment_dirs() -> list[Path]:
@@ -58,7 +57,3 @@ def find_experiment(name_or_path: str) -> Path:
         return experiments[name_or_path].path
     known = ", ".join(sorted(experiments)) or "none"
     raise SpecError(f"no experiment '{name_or_path}' (registered: {known}; or give a path to a .yaml file)")
-
-
-def get_spec(name_or_path: str, preset: str | None = None) -> ExperimentSpec:
-    return load_spec(find_experiment(name_or_path), preset=preset)

@@ -48,3 +48,7 @@ def harness_home(tmp_path_factory) -> Path:
 @pytest.fixture
 def results_dir(tmp_path) -> Path:
     return tmp_path / "results"
+
+
+# Fixtures of one real OpenAI-compatible server per session (imported last: it uses `require`).
+from llama_server import llama, llama_session  # noqa: E402,F401

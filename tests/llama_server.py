@@ -1,8 +1,7 @@
 """A real OpenAI-compatible server on loopback: llama-cpp-python's server with the embedded SmolLM2 GGUF.
 
-Use the context manager (`with LlamaServer() as srv: srv.url`) or, in a test module, import the fixtures:
-
-    from llama_server import llama, llama_session  # noqa: F401  (pytest finds fixtures by name)
+Use the context manager (`with LlamaServer() as srv: srv.url`) or the fixtures `llama` / `llama_session`,
+which conftest.py provides to every test.
 
 `llama` is one server per test session, restarted on the same port (so the same URL and cache keys)
 when a test stopped it to prove something is served from a cache. Startup waits for readiness with a

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from cli_runner import harness
 
 SUBCOMMANDS = ["list", "check", "run", "worker", "status", "dashboard", "report", "data"]

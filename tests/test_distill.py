@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from flaky_server import FlakyServer, error, ok
-from llama_server import llama, llama_session  # noqa: F401  (fixtures)
 
 from harness.data.example import Example
 from harness.distill import REWRITE_TEMPLATE, DistillSpec, distill

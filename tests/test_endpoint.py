@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from flaky_server import FlakyServer, error, malformed, ok
-from llama_server import free_port, llama, llama_session  # noqa: F401  (fixtures)
+from llama_server import free_port
 
 from harness.endpoint import (Completion, Endpoint, EndpointError, EndpointSpec, cost_per_1k_calls,
                               latency_percentiles, run_many)

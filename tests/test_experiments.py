@@ -8,7 +8,6 @@ import pytest
 
 from cli_runner import harness
 from harness.record import read_json
-from llama_server import llama, llama_session  # noqa: F401  (fixtures: a real OpenAI-compatible server)
 
 pytestmark = pytest.mark.slow
 
