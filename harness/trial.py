@@ -106,10 +106,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
         peft_model = worker.backend.add_adapter(model, spec.lora)
 
         def dev_score() -> float:
-            rows = score_items("dev", data.dev, generate(peft_model, tok, [ex.prompt for ex in data.dev],
-                                                         max_new_tokens=spec.eval.max_new_tokens,
-                                                         batch_size=spec.eval.batch_size), scorer)
-            return aggregate(rows)[spec.eval.metric]
+            return aggregate(_evaluate(peft_model, tok, "dev", data.dev, spec, scorer))[spec.eval.metric]
 
         def on_step(step: int) -> None:
             every = spec.eval.dev_every_steps
