@@ -1,4 +1,4 @@
-"""The `harness` command: list, run, worker, status, dashboard, report, data, check."""
+"""The `harness` command: list, run, worker, status, dashboard, report, bench, data, check."""
 
 from __future__ import annotations
 
@@ -86,6 +86,9 @@ def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STOR
         results: Optional[Path] = RESULTS, set_: Optional[list[str]] = SET,
         max_trials: Optional[int] = typer.Option(None, help="stop after this many trials (the rest stay queued)")) -> None:
     """Start or resume an experiment's study and run its trials until the grid is done."""
+    from harness.unsloth_backend import import_first_if_present
+
+    import_first_if_present()
     from harness.study import open_study, run_worker
 
     spec = _load(name, preset, set_)
@@ -102,6 +105,9 @@ def worker(name: str, storage: str = typer.Option(..., "--storage", help="the st
            preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
            set_: Optional[list[str]] = SET) -> None:
     """Join a running study from another process or machine and work through its queue."""
+    from harness.unsloth_backend import import_first_if_present
+
+    import_first_if_present()
     from harness.study import open_study, run_worker
 
     spec = _load(name, preset, set_)
@@ -205,6 +211,44 @@ def publish(trial: Path = typer.Argument(..., help="a trial directory, e.g. resu
 
     done = publish_trial(trial, out, repo_id=repo_id, merged=merged, gguf=tuple(gguf or ()))
     console.print(f"[green]published[/green] {done.folder}: {done.note}")
+
+
+@app.command()
+def bench(arch: str = typer.Option("random:llama-3.2-1b", help="random:<arch>: " + ", ".join(
+              "random:" + a for a in ("tiny", "smollm2-135m", "llama-3.2-1b", "llama-3.1-8b"))),
+          mode: str = typer.Option("lora", help="lora (bf16) or qlora (4-bit NF4, CUDA)"),
+          backend: str = typer.Option("auto", help="auto, hf or unsloth (as train.backend)"),
+          checkpointing: str = typer.Option("true", help="true, false or auto (memory-aware)"),
+          data: str = typer.Option("random", help="random (full-length tokens) or realestate (real lengths, packed)"),
+          batch_size: int = typer.Option(4, "--batch-size"), seq: int = typer.Option(2048),
+          steps: int = typer.Option(10, help="timed steps (median)"), warmup: int = typer.Option(3),
+          reference: Optional[Path] = typer.Option(None, help="the raw loop (default ../shared/gpu/bench_lora_reference.py)"),
+          no_reference: bool = typer.Option(False, "--no-reference", help="measure the harness path only"),
+          eval_: bool = typer.Option(False, "--eval", help="time eval generation batched vs one at a time instead"),
+          eval_model: str = typer.Option("smollm2-135m-instruct", help="model for --eval"),
+          eval_items: int = typer.Option(100, help="held-out items for --eval"),
+          sequential_items: Optional[int] = typer.Option(None, help="time one-at-a-time on this many (default all)"),
+          results: Optional[Path] = RESULTS) -> None:
+    """Measure the harness's training (or eval) path beside the raw reference loop; save to results/bench/."""
+    import yaml
+
+    from harness import bench as b
+
+    if eval_:
+        result = b.bench_eval(eval_model, items=eval_items, sequential_items=sequential_items)
+    else:
+        gc = yaml.safe_load(checkpointing)
+        if gc not in (True, False, "auto"):
+            raise HarnessError(f"--checkpointing {checkpointing}: expected true, false or auto")
+        result = b.bench_training(arch, mode, batch_size=batch_size, seq=seq, steps=steps, warmup=warmup,
+                                  backend=backend, checkpointing=gc, data=data,
+                                  reference=None if no_reference else (reference or b.DEFAULT_REFERENCE))
+    path = b.save(result, _results_root(results))
+    console.print(b.format_result(result), highlight=False)
+    console.print(f"saved {path}")
+    failed = result.get("error") or result.get("harness", {}).get("error")
+    if failed:
+        raise typer.Exit(1)
 
 
 @data_app.command("freeze")

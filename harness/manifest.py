@@ -53,7 +53,8 @@ def hardware() -> dict[str, Any]:
 
 
 def build_manifest(*, spec: "ExperimentSpec", params: dict[str, Any], number: int, data: "PreparedData",
-                   resolved: "ResolvedModel", backend: str, eval_items: int) -> dict[str, Any]:
+                   resolved: "ResolvedModel", backend: str, eval_items: int,
+                   training: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "experiment": spec.name,
         "trial": number,
@@ -63,6 +64,7 @@ def build_manifest(*, spec: "ExperimentSpec", params: dict[str, Any], number: in
         "spec_file": str(spec.source) if spec.source else None,
         "model": {"name": resolved.name, "kind": resolved.kind, "path": resolved.path, "arch": resolved.arch},
         "backend": backend,
+        "training": training or {},  # packing, checkpointing plan, attention implementation
         "data": {"source": data.source, "file_sha256": data.file_hashes, "train_items": len(data.train),
                  "dev_items": len(data.dev), "heldout_items": len(data.heldout), "eval_items": eval_items},
         "split_hash": data.split.split_hash,

@@ -243,3 +243,27 @@ def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None 
     except OSError as e:
         raise ModelError(f"could not load base model '{resolved.name}': {e}") from e
     return model.to(device) if not load_in_4bit else model, tok
+
+
+def materialize(resolved: ResolvedModel) -> Path:
+    """A directory holding the model's weights and tokenizer: `random:<arch>` is saved once (seed 0,
+    bf16) under $HARNESS_HOME/models/random/, for loaders that read only from disk (Unsloth)."""
+    if resolved.kind in ("local", "embedded"):
+        return Path(resolved.path)
+    if resolved.kind == "hub":
+        raise ModelError(f"'{resolved.name}' is a hub id: download it to a directory first (no hub access here)")
+    import tempfile
+
+    from harness.record import replace_dir
+
+    target = harness_home() / "models" / "random" / resolved.arch
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model, tok = load_model(resolved, "bfloat16", device="cpu")
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / "model"
+        model.save_pretrained(built, safe_serialization=True)
+        tok.save_pretrained(built)
+        replace_dir(built, target)
+    return target

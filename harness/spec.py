@@ -81,7 +81,13 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: str = "linear"
     logging_steps: int = Field(5, gt=0)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="auto: recompute only as many layers as the device's memory needs")
+    packing: Literal["padding_free", "bfd", "none"] = Field(
+        "padding_free", description="padding_free: batches flattened without pad tokens (same examples per "
+                                    "step); bfd: TRL's best-fit packing; none: padded batches")
+    backend: Literal["auto", "hf", "unsloth"] = Field(
+        "auto", description="auto: Unsloth when CUDA and unsloth are present, else HF (+ Liger on CUDA)")
 
 
 class EvalSpec(_Strict):

@@ -1,7 +1,8 @@
 """Training backends: attach a LoRA adapter to a loaded base model and fine-tune it.
 
-`HFBackend` is TRL's SFTTrainer over PEFT LoRA. A CUDA backend built on Unsloth plugs in behind the
-same interface (`TrainingBackend`); experiments never name a backend, the manifest records which ran.
+`HFBackend` is TRL's SFTTrainer over PEFT LoRA (with Liger's kernels under CUDA); `UnslothBackend`
+(harness.unsloth_backend) is chosen when CUDA and unsloth are present. Experiments never name a
+backend unless they insist (`train.backend`); the manifest records which ran.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness.data.example import Example
-from harness.errors import HarnessError, SpecError
+from harness.errors import HarnessError, SpecError, Unavailable
 
 if TYPE_CHECKING:  # spec.py imports the DPO section, which imports this module
+    from harness.memory_plan import CheckpointPlan
     from harness.spec import LoraSpec, TrainSpec
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -39,10 +41,14 @@ class TrainOutcome:
     final_loss: float
     log: list[dict[str, Any]] = field(default_factory=list)
     trainable_params: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # backend, packing, checkpointing: what ran
 
 
 class TrainingBackend(ABC):
-    """What a trial needs from a trainer: adapters on and off a reusable base, and a training run."""
+    """What a trial needs from a trainer: adapters on and off a reusable base, and a training run.
+
+    A backend differs in how it loads the base, attaches adapters, checkpoints and which kernels it
+    switches on; the SFT run itself (`fit_sft`) is TRL's SFTTrainer for every backend."""
 
     name: str
 
@@ -61,6 +67,33 @@ class TrainingBackend(ABC):
         """Strip the adapter, returning the untouched base for the next trial."""
 
     @abstractmethod
+    def apply_checkpointing(self, model, plan: CheckpointPlan) -> None:
+        """Recompute `plan.checkpointed_layers` decoder layers in backward, keep the rest."""
+
+    def sft_config_overrides(self) -> dict[str, Any]:
+        """Backend-specific `SFTConfig` fields (kernels)."""
+        return {}
+
+    def batching(self, tokenizer, spec: TrainSpec) -> tuple[dict[str, Any], Any]:
+        """(`SFTConfig` fields, data collator or None) for `spec.packing`.
+
+        "padding_free": each batch is one flattened sequence with per-example position ids, so no
+        pad token is computed on; the examples in a step, and so the optimisation, are unchanged.
+        TRL allows that only with packing or without max_length, so its own collator is passed in
+        padding-free mode and the trainer still truncates to max_length while preparing the data.
+        "bfd": TRL's best-fit-decreasing packing (a batch holds `batch_size` packed rows)."""
+        if spec.packing != "padding_free":
+            return {}, None
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return {}, DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=True)
+
+    @contextmanager
+    def inference(self, model) -> Iterator[None]:
+        """Generation mode for evaluation (a backend with a faster inference path switches to it)."""
+        yield
+
     def train_sft(self, model, tokenizer, examples: list[Example], spec: TrainSpec, out_dir: Path,
                   on_log: Callable[[dict[str, Any]], None] | None = None,
                   on_step: Callable[[int], None] | None = None) -> TrainOutcome:
@@ -69,6 +102,75 @@ class TrainingBackend(ABC):
         `on_log` gets each logged row (loss, learning rate, ...); `on_step` is called after every
         optimiser step and may raise to stop training (a pruned trial).
         """
+        from datasets import Dataset
+
+        from harness.prompting import ensure_chat_template
+
+        ensure_chat_template(tokenizer)
+        # Conversational prompt/completion: TRL renders both with the chat template and puts the loss
+        # on the completion only, i.e. the assistant turn including its end-of-turn token.
+        dataset = Dataset.from_list([
+            {"prompt": ex.prompt, "completion": [{"role": "assistant", "content": ex.reference}]}
+            for ex in examples
+        ])
+        return self.fit_sft(model, tokenizer, dataset, spec, out_dir, on_log=on_log, on_step=on_step)
+
+    def fit_sft(self, model, tokenizer, dataset, spec: TrainSpec, out_dir: Path,
+                on_log: Callable[[dict[str, Any]], None] | None = None,
+                on_step: Callable[[int], None] | None = None,
+                on_tokens: Callable[[int, int], None] | None = None, count_tokens: bool = False) -> TrainOutcome:
+        """TRL's SFTTrainer on a prompt/completion dataset, or an already tokenized one (`input_ids`,
+        optional `labels`): the one training path of trials and of `harness bench`.
+
+        `on_tokens(step, tokens)` follows the non-padding input tokens seen (counted when `count_tokens`)."""
+        import torch
+        from trl import SFTConfig
+
+        cuda = torch.cuda.is_available()
+        batching, collator = self.batching(tokenizer, spec)
+        args = SFTConfig(
+            output_dir=str(out_dir), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
+            per_device_train_batch_size=spec.batch_size, gradient_accumulation_steps=spec.grad_accum,
+            learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler, warmup_steps=spec.warmup_ratio,  # < 1: a ratio
+            weight_decay=spec.weight_decay, seed=spec.seed, data_seed=spec.seed, max_length=spec.max_length,
+            completion_only_loss=spec.completion_only_loss, logging_steps=spec.logging_steps,
+            packing=spec.packing == "bfd", save_strategy="no", report_to="none", bf16=cuda, use_cpu=not cuda,
+            # Checkpointing is set on the model per layer (see `apply_checkpointing`), not by the Trainer.
+            gradient_checkpointing=False, dataloader_num_workers=0, disable_tqdm=False, dataset_num_proc=None,
+            include_num_input_tokens_seen="non_padding" if count_tokens else "no",
+            **self.sft_config_overrides(), **batching,
+        )
+        plan = checkpoint_plan(model, spec)
+        self.apply_checkpointing(model, plan)
+        log: list[dict[str, Any]] = []
+        with forward_restored(model):
+            trainer = guarded_trainer_class("SFTTrainer")(
+                model=model, args=args, train_dataset=dataset, processing_class=tokenizer, data_collator=collator,
+                callbacks=[LogCallback(log, on_log, on_step, on_tokens)])
+            tokens = _count_tokens(trainer.train_dataset)
+            t0 = time.perf_counter()
+            result = trainer.train()
+            runtime = time.perf_counter() - t0
+        epochs_run = trainer.state.epoch or spec.epochs
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        base_config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+        settings = {"backend": self.name, "packing": spec.packing, "checkpointing": plan.to_json(),
+                    "attn_implementation": getattr(base_config, "_attn_implementation", None)}
+        return TrainOutcome(steps=trainer.state.global_step, tokens_trained=int(tokens * epochs_run),
+                            runtime_s=runtime, final_loss=float(result.training_loss), log=log,
+                            trainable_params=trainable, settings=settings)
+
+
+def checkpoint_plan(model, spec: TrainSpec) -> CheckpointPlan:
+    """The checkpointing `spec.gradient_checkpointing` asks for, sized to this model, batch and device."""
+    from harness.memory_plan import ModelShape, device_memory_bytes, model_weight_bytes, plan_checkpointing
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return plan_checkpointing(
+        spec.gradient_checkpointing, ModelShape.of(base.config.get_text_config()),
+        weight_bytes=model_weight_bytes(base), trainable_params=sum(p.numel() for p in model.parameters()
+                                                                    if p.requires_grad),
+        tokens_per_step=spec.batch_size * spec.max_length, device_bytes=device_memory_bytes())
 
 
 def lora_config(lora: LoraSpec, model=None):
@@ -100,9 +202,18 @@ def _check_rank(model, r: int, targets: list[str] | str) -> None:
 
 
 class HFBackend(TrainingBackend):
-    """transformers + PEFT + TRL: runs everywhere (CPU included)."""
+    """transformers + PEFT + TRL: runs everywhere (CPU included); Liger's kernels when CUDA has them."""
 
-    name = "hf-peft-trl"
+    def __init__(self, liger: bool | None = None) -> None:
+        import importlib.util
+
+        import torch
+
+        available = torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
+        if liger and not available:
+            raise Unavailable("Liger kernels need CUDA and the liger-kernel package (pip install 'harness[cuda]')")
+        self.liger = available if liger is None else liger
+        self.name = "hf-peft-trl+liger" if self.liger else "hf-peft-trl"
 
     def add_adapter(self, model, lora: LoraSpec):
         from peft import get_peft_model
@@ -112,44 +223,19 @@ class HFBackend(TrainingBackend):
     def remove_adapter(self, model):
         return model.unload()
 
-    def train_sft(self, model, tokenizer, examples, spec, out_dir, on_log=None, on_step=None) -> TrainOutcome:
-        import torch
-        from datasets import Dataset
-        from trl import SFTConfig
+    def sft_config_overrides(self) -> dict[str, Any]:
+        if not self.liger:
+            return {}
+        # TRL already fuses the LM head with the loss (chunked log-probs, no full logits); Liger adds
+        # the layer kernels. Its own fused linear cross-entropy would replace TRL's forward patch.
+        return {"use_liger_kernel": True,
+                "liger_kernel_config": {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
+                                        "fused_linear_cross_entropy": False}}
 
-        from harness.prompting import ensure_chat_template
+    def apply_checkpointing(self, model, plan: CheckpointPlan) -> None:
+        from harness.memory_plan import apply_to_hf_model
 
-        ensure_chat_template(tokenizer)
-        # Conversational prompt/completion: TRL renders both with the chat template and puts the loss
-        # on the completion only, i.e. the assistant turn including its end-of-turn token.
-        dataset = Dataset.from_list([
-            {"prompt": ex.prompt, "completion": [{"role": "assistant", "content": ex.reference}]}
-            for ex in examples
-        ])
-        cuda = torch.cuda.is_available()
-        args = SFTConfig(
-            output_dir=str(out_dir), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
-            per_device_train_batch_size=spec.batch_size, gradient_accumulation_steps=spec.grad_accum,
-            learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler, warmup_steps=spec.warmup_ratio,  # < 1: a ratio
-            weight_decay=spec.weight_decay, seed=spec.seed, data_seed=spec.seed, max_length=spec.max_length,
-            completion_only_loss=spec.completion_only_loss, logging_steps=spec.logging_steps,
-            save_strategy="no", report_to="none", bf16=cuda, use_cpu=not cuda,
-            gradient_checkpointing=spec.gradient_checkpointing, dataloader_num_workers=0,
-            disable_tqdm=False, dataset_num_proc=None,
-        )
-        log: list[dict[str, Any]] = []
-        with forward_restored(model):
-            trainer = guarded_trainer_class("SFTTrainer")(model=model, args=args, train_dataset=dataset,
-                                               processing_class=tokenizer, callbacks=[LogCallback(log, on_log, on_step)])
-            tokens = _count_tokens(trainer.train_dataset)
-            t0 = time.perf_counter()
-            result = trainer.train()
-            runtime = time.perf_counter() - t0
-        epochs_run = trainer.state.epoch or spec.epochs
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return TrainOutcome(steps=trainer.state.global_step, tokens_trained=int(tokens * epochs_run),
-                            runtime_s=runtime, final_loss=float(result.training_loss), log=log,
-                            trainable_params=trainable)
+        apply_to_hf_model(model, plan)
 
 
 @contextmanager
@@ -174,8 +260,8 @@ def _log_callback_class():
     class LogCallback(TrainerCallback):
         """Collects logged rows (loss, learning rate, DPO rewards, ...) and forwards steps to the trial."""
 
-        def __init__(self, log: list[dict[str, Any]], on_log=None, on_step=None) -> None:
-            self.log, self.forward_log, self.forward_step = log, on_log, on_step
+        def __init__(self, log: list[dict[str, Any]], on_log=None, on_step=None, on_tokens=None) -> None:
+            self.log, self.forward_log, self.forward_step, self.forward_tokens = log, on_log, on_step, on_tokens
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -185,15 +271,17 @@ def _log_callback_class():
                     self.forward_log(row)
 
         def on_step_end(self, args, state, control, **kw):
+            if self.forward_tokens:
+                self.forward_tokens(state.global_step, state.num_input_tokens_seen)
             if self.forward_step:
                 self.forward_step(state.global_step)
 
     return LogCallback
 
 
-def LogCallback(log: list[dict[str, Any]], on_log=None, on_step=None):
+def LogCallback(log: list[dict[str, Any]], on_log=None, on_step=None, on_tokens=None):
     """A transformers TrainerCallback (built lazily: transformers is imported only when training)."""
-    return _log_callback_class()(log, on_log, on_step)
+    return _log_callback_class()(log, on_log, on_step, on_tokens)
 
 
 def _count_tokens(dataset) -> int:
@@ -221,6 +309,38 @@ def guarded_trainer_class(name: str):
     return Guarded
 
 
-def select_backend(prefer: str | None = None) -> TrainingBackend:
-    """HF everywhere for now; the Unsloth backend is chosen here when CUDA and unsloth are present."""
+BACKENDS = ("auto", "hf", "unsloth")
+
+
+def backend_unavailable(prefer: str) -> str | None:
+    """Why the backend a spec insists on cannot run here, or None if it can ("auto" always can)."""
+    import importlib.util
+
+    import torch
+
+    if prefer not in BACKENDS:
+        return f"unknown backend '{prefer}' (known: {', '.join(BACKENDS)})"
+    if prefer != "unsloth":
+        return None
+    if not torch.cuda.is_available():
+        return "train.backend: unsloth needs CUDA and this machine has none; use backend: auto (HF path) or hf"
+    if importlib.util.find_spec("unsloth") is None:
+        return "train.backend: unsloth is not installed; pip install 'harness[cuda]' or use backend: auto"
+    return None
+
+
+def select_backend(prefer: str = "auto") -> TrainingBackend:
+    """Unsloth when CUDA and unsloth are present (or when insisted on), HF + PEFT + TRL otherwise."""
+    import importlib.util
+
+    import torch
+
+    reason = backend_unavailable(prefer)
+    if reason:
+        raise Unavailable(reason)
+    if prefer == "unsloth" or (prefer == "auto" and torch.cuda.is_available()
+                               and importlib.util.find_spec("unsloth") is not None):
+        from harness.unsloth_backend import UnslothBackend
+
+        return UnslothBackend()
     return HFBackend()

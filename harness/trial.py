@@ -30,28 +30,41 @@ from harness.train import TrainingBackend, select_backend
 
 @dataclass
 class Worker:
-    """Per-process state reused across trials: loaded base models and base-model evaluations."""
+    """Per-process state reused across trials: the training backend and the loaded base model."""
 
-    backend: TrainingBackend = field(default_factory=select_backend)
     base_loads: int = 0
+    _backends: dict[str, TrainingBackend] = field(default_factory=dict)
     _bases: dict[tuple, tuple] = field(default_factory=dict)
 
-    def base(self, spec: ModelSpec):
-        """(model, tokenizer, resolved) for a model spec, loaded from disk once per worker."""
-        key = (spec.base, spec.dtype, spec.load_in_4bit)
+    def backend(self, prefer: str = "auto") -> TrainingBackend:
+        """The backend for `train.backend` (one instance per worker and choice)."""
+        if prefer not in self._backends:
+            self._backends[prefer] = select_backend(prefer)
+        return self._backends[prefer]
+
+    def base(self, spec: ModelSpec, backend: TrainingBackend):
+        """(model, tokenizer, resolved) for a model spec, loaded from disk once per worker and backend."""
+        key = (spec.base, spec.dtype, spec.load_in_4bit, backend.name)
         if key not in self._bases:
             self._bases.clear()  # one base in memory at a time
             resolved = resolve_model(spec.base)
-            model, tok = self.backend.load_base(resolved, spec.dtype, load_in_4bit=spec.load_in_4bit)
+            model, tok = backend.load_base(resolved, spec.dtype, load_in_4bit=spec.load_in_4bit)
             self.base_loads += 1
             self._bases[key] = (model, tok, resolved)
         return self._bases[key]
 
 
 def preflight(specs: list[ExperimentSpec]) -> None:
-    """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage."""
+    """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage,
+    and a backend the spec insists on can run here."""
+    from harness.errors import SpecError
+    from harness.train import backend_unavailable
+
     seen: set[str] = set()
     for spec in specs:
+        reason = backend_unavailable(spec.train.backend)
+        if reason:
+            raise SpecError(reason, where=f"experiment {spec.name}, field 'train.backend'")
         for key, check in ((f"model:{spec.model.base}", lambda: resolve_model(spec.model.base)),
                            (f"data:{spec.data.model_dump_json()}",
                             lambda: prepare_data(spec.data, harness_home() / "data"))):
@@ -67,8 +80,9 @@ def _base_eval_key(spec: ExperimentSpec, data: PreparedData) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _evaluate(model, tok, arm: str, examples, spec: ExperimentSpec, scorer) -> list[dict[str, Any]]:
-    with item_progress(f"eval {arm}", len(examples)) as advance:
+def _evaluate(model, tok, arm: str, examples, spec: ExperimentSpec, scorer,
+              backend: TrainingBackend) -> list[dict[str, Any]]:
+    with item_progress(f"eval {arm}", len(examples)) as advance, backend.inference(model):
         gens = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=spec.eval.max_new_tokens,
                         batch_size=spec.eval.batch_size, progress=advance)
     return score_items(arm, examples, gens, scorer)
@@ -81,7 +95,9 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     t_wall, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
 
     data = prepare_data(spec.data, harness_home() / "data")
-    model, tok, resolved = worker.base(spec.model)
+    backend = worker.backend(spec.train.backend)
+    model, tok, resolved = worker.base(spec.model, backend)
+    _reset_peak_memory()  # the trial's own peak, not the worker's
     heldout = data.heldout[: spec.eval.limit] if spec.eval.limit else data.heldout
     scorer = get_scorer(data.scorer)
     from harness.data.formats import format_summary, summarize
@@ -99,14 +115,14 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     try:
         if spec.eval.compare_base:
             cache = Path(study_dir) / "base-eval" / f"{_base_eval_key(spec, data)}.jsonl"
-            arms["base"] = read_jsonl(cache) if cache.exists() else _evaluate(model, tok, "base", heldout, spec, scorer)
+            arms["base"] = read_jsonl(cache) if cache.exists() else _evaluate(model, tok, "base", heldout, spec, scorer, backend)
             write_jsonl(cache, arms["base"])
 
         train_examples, teacher = _training_examples(spec, data, Path(study_dir))
-        peft_model = worker.backend.add_adapter(model, spec.lora)
+        peft_model = backend.add_adapter(model, spec.lora)
 
         def dev_score() -> float:
-            return aggregate(_evaluate(peft_model, tok, "dev", data.dev, spec, scorer))[spec.eval.metric]
+            return aggregate(_evaluate(peft_model, tok, "dev", data.dev, spec, scorer, backend))[spec.eval.metric]
 
         def on_step(step: int) -> None:
             every = spec.eval.dev_every_steps
@@ -115,7 +131,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                 tracker.log({f"dev/{spec.eval.metric}": value}, step=step)
                 on_dev_metric(value, step)
 
-        outcome = worker.backend.train_sft(
+        outcome = backend.train_sft(
             peft_model, tok, train_examples, spec.train, trial_dir / "checkpoints",
             on_log=lambda row: tracker.log({f"train/{k}": v for k, v in row.items() if isinstance(v, (int, float))},
                                            step=row["step"]),
@@ -124,7 +140,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # the trainer's scratch; the adapter is kept
         if spec.dpo is not None:
             peft_model.save_pretrained(trial_dir / "adapter-sft")
-            arms["sft"] = _evaluate(peft_model, tok, "sft", heldout, spec, scorer)
+            arms["sft"] = _evaluate(peft_model, tok, "sft", heldout, spec, scorer, backend)
             dpo_outcome, dpo_pairs = _train_dpo(spec, data, peft_model, tok, scorer, trial_dir, tracker)
         adapter_dir = trial_dir / "adapter"
         peft_model.save_pretrained(adapter_dir)
@@ -137,7 +153,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             if on_dev_metric and not (every and outcome.steps % every == 0):  # else already reported at this step
                 on_dev_metric(objective, outcome.steps)
         final_arm = "dpo" if spec.dpo is not None else "tuned"
-        arms[final_arm] = _evaluate(peft_model, tok, final_arm, heldout, spec, scorer)
+        arms[final_arm] = _evaluate(peft_model, tok, final_arm, heldout, spec, scorer, backend)
         if spec.quantize is not None:  # merged / nf4 / GGUF arms, every one fed the same rendered prompts
             from harness.quant_delta import quant_delta
 
@@ -148,12 +164,15 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
             forgetting = _forgetting(spec, model, peft_model, tok, trial_dir, Path(study_dir))
         for contestant in spec.contestants:
             arms[contestant.name] = _ask_contestant(contestant, heldout, scorer, Path(study_dir))
-    except BaseException:
+    except BaseException as e:
         tracker.finish(exit_code=1)
+        if _is_out_of_memory(e):
+            raise OutOfMemory(_memory_report(spec)) from e
         raise
     finally:
         if peft_model is not None:
-            worker.backend.remove_adapter(peft_model)
+            backend.remove_adapter(peft_model)
+        _release_device_memory()
 
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cost = {"wall_s": time.perf_counter() - t_wall,
@@ -180,7 +199,8 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
         write_jsonl(trial_dir / "eval" / f"{arm}.jsonl", rows)
     write_json(trial_dir / "metrics.json", metrics)
     write_json(trial_dir / "manifest.json", build_manifest(
-        spec=spec, params=params, number=number, data=data, resolved=resolved, backend=worker.backend.name,
+        spec=spec, params=params, number=number, data=data, resolved=resolved, backend=backend.name,
+        training=outcome.settings,
         eval_items=len(heldout)))
 
     for arm, values in metrics.items():
@@ -281,6 +301,49 @@ def _training_examples(spec: ExperimentSpec, data: PreparedData, study_dir: Path
     # The teacher's answers are cached per study: every seed and rerun reuses them without paying again.
     result = distill(data.train, plan, cache_dir=study_dir / "teacher-cache")
     return result.examples, result.summary()
+
+
+class OutOfMemory(HarnessError):
+    """The trial's batch did not fit on the device; the message carries the memory figures."""
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()[:200]
+
+
+def _memory_report(spec: ExperimentSpec) -> str:
+    import torch
+
+    t = spec.train
+    where = f"out of memory at train.batch_size={t.batch_size}, max_length={t.max_length}, " \
+            f"gradient_checkpointing={t.gradient_checkpointing}"
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        return (f"{where}: peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB allocated, "
+                f"{torch.cuda.max_memory_reserved() / 2**30:.1f} GiB reserved, of {total / 2**30:.1f} GiB "
+                f"({free / 2**30:.1f} GiB free now); lower train.batch_size or max_length, or set "
+                f"gradient_checkpointing: true")
+    return f"{where}: peak resident memory {_peak_memory_gb():.1f} GiB; lower train.batch_size or max_length"
+
+
+def _release_device_memory() -> None:
+    """Give a failed trial's activations back so the next trial of the grid starts clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _peak_memory_gb() -> float:

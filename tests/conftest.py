@@ -52,3 +52,15 @@ def results_dir(tmp_path) -> Path:
 
 # Fixtures of one real OpenAI-compatible server per session (imported last: it uses `require`).
 from llama_server import llama, llama_session  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests run where CUDA is (`pytest -m gpu` on a GPU box); elsewhere they say why they did not."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: run `pytest -m gpu` on a GPU machine (see README)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

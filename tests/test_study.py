@@ -83,20 +83,20 @@ def test_two_specs_under_one_study_name_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_grid_runs_each_point_once_and_loads_the_base_once(tmp_path, harness_home):
-    spec = load_spec(tiny_spec(tmp_path))
+    spec = load_spec(tiny_spec(tmp_path, grid="{lora.r: [2, 4, 8]}"))
     study = open_study(spec, default_storage(tmp_path))
     worker = Worker()
     results = run_worker(spec, study, tmp_path / "tiny", worker)
-    assert [r.status for r in results] == ["complete"] * 4
-    assert worker.base_loads == 1
-    assert completed_points(study) == Counter({0: 1, 1: 1, 2: 1, 3: 1})
+    assert [r.status for r in results] == ["complete"] * 6
+    assert worker.base_loads == 1  # a 6-trial grid loads the base model once per worker
+    assert completed_points(study) == Counter({i: 1 for i in range(6)})
     params = [r.params for r in results]
-    assert {(p["lora.r"], p["train.seed"]) for p in params} == {(2, 0), (2, 1), (4, 0), (4, 1)}
+    assert {(p["lora.r"], p["train.seed"]) for p in params} == {(r, s) for r in (2, 4, 8) for s in (0, 1)}
     for r in results:  # the adapter of each trial has its own rank: adapters really came off between trials
         cost = r.metrics["cost"]
         assert cost["trainable_params"] > 0 and cost["wall_s"] > 0 and cost["tokens_trained"] > 0
     ranks = {r.params["lora.r"]: r.metrics["cost"]["trainable_params"] for r in results}
-    assert ranks[4] == 2 * ranks[2]
+    assert ranks[4] == 2 * ranks[2] and ranks[8] == 4 * ranks[2]
 
 
 @pytest.mark.slow

@@ -1,0 +1,296 @@
+"""`harness bench`: the harness's own training and eval paths, measured beside the raw reference loop.
+
+Training: the code a trial runs (`TrainingBackend.load_base` / `add_adapter` / `fit_sft`, i.e. TRL's
+SFTTrainer with the backend's kernels, packing and checkpointing plan) on a random-init real
+architecture, and `../shared/gpu/bench_lora_reference.py` (raw Unsloth or HF+PEFT loop) on the same
+architecture, batch and device, each in its own process so neither sees the other's memory. Printed:
+tokens/s, model TFLOP/s (4·N per token for LoRA, N the frozen parameters), peak memory, the ratio.
+
+`--data realestate` measures non-padding tokens/s on the embedded task's real length distribution
+(packing at work); `bench_eval` times the task eval's generation batched against one item at a time.
+Results go to results/bench/ with the device name and package versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.models import ARCHITECTURES
+
+MODES = ("lora", "qlora")
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "gpu" / "bench_lora_reference.py"
+
+
+def check_arch(arch: str) -> str:
+    """`random:<arch>` or `<arch>` → the architecture name, or a clear error listing the known ones."""
+    name = arch.split(":", 1)[1] if arch.startswith("random:") else arch
+    if name not in ARCHITECTURES:
+        raise HarnessError(f"unknown architecture '{arch}' (known: "
+                           f"{', '.join('random:' + a for a in sorted(ARCHITECTURES))})")
+    return name
+
+
+def reference_mode(mode: str, backend: str, checkpointing: bool | str) -> str:
+    """The reference loop's mode that does what the harness backend does."""
+    if backend == "unsloth":
+        return f"unsloth_{mode}"
+    if mode == "qlora":
+        return "hf_qlora"
+    liger = "_liger" if backend.endswith("+liger") else ""
+    return f"hf{liger}_lora" + ("" if checkpointing is True else "_nogc")
+
+
+def measure_harness(arch: str, mode: str, *, batch_size: int, seq: int, steps: int, warmup: int,
+                    backend: str = "auto", checkpointing: bool | str = True, data: str = "random") -> dict[str, Any]:
+    """Time `steps` optimiser steps of the trial's SFT path after `warmup`, in this process."""
+    import torch
+    from datasets import Dataset
+
+    from harness.memory_plan import model_weight_bytes
+    from harness.models import resolve_model
+    from harness.spec import LoraSpec, TrainSpec
+    from harness.train import select_backend
+
+    cuda = torch.cuda.is_available()
+    if mode == "qlora" and not cuda:
+        raise HarnessError("QLoRA (bitsandbytes NF4) needs CUDA; this machine has none")
+    chosen = select_backend(backend)
+    t0 = time.perf_counter()
+    base, tok = chosen.load_base(resolve_model(f"random:{arch}"), "auto", load_in_4bit=mode == "qlora")
+    model = chosen.add_adapter(base, LoraSpec(r=16, alpha_policy="r", target_modules="all-linear"))
+    load_s = time.perf_counter() - t0
+    total = warmup + steps + 1  # step times are differences between consecutive step ends
+    if data == "random":
+        g = torch.Generator().manual_seed(0)
+        rows = torch.randint(3, base.config.vocab_size, (batch_size * total, seq), generator=g).tolist()
+        dataset = Dataset.from_dict({"input_ids": rows})
+    elif data == "realestate":
+        dataset = _realestate_dataset(batch_size * total)
+    else:
+        raise HarnessError(f"unknown bench data '{data}' (known: random, realestate)")
+    spec = TrainSpec(batch_size=batch_size, max_length=seq, max_steps=total, learning_rate=1e-4,
+                     logging_steps=10**6, gradient_checkpointing=checkpointing, completion_only_loss=data != "random")
+    marks: list[tuple[float, int]] = []
+
+    def on_step(step: int, tokens_seen: int) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        marks.append((time.perf_counter(), tokens_seen))
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    outcome = chosen.fit_sft(model, tok, dataset, spec, Path(os.environ.get("TMPDIR", "/tmp")) / "harness-bench",
+                             on_tokens=on_step, count_tokens=data != "random")
+    timed = marks[warmup:]
+    durations = sorted(b[0] - a[0] for a, b in zip(timed, timed[1:]))
+    median = durations[len(durations) // 2]
+    if data == "random":
+        tok_s = batch_size * seq / median
+    else:  # real lengths vary per step: tokens over time across the timed steps
+        tok_s = (timed[-1][1] - timed[0][1]) / (timed[-1][0] - timed[0][0])
+    frozen = sum((p.numel() * 2 if p.dtype == torch.uint8 else p.numel())
+                 for p in model.parameters() if not p.requires_grad)
+    return {"path": "harness", "backend": chosen.name, "arch": arch, "mode": mode, "data": data,
+            "bs": batch_size, "seq": seq, "steps": steps, "median_step_s": round(median, 4), "tok_s": round(tok_s),
+            "model_tflops_4N": round(4 * frozen * tok_s / 1e12, 2), "frozen": frozen,
+            "trainable": outcome.trainable_params, "weight_gib": round(model_weight_bytes(base) / 2**30, 2),
+            "peak_gib": round(_peak_bytes() / 2**30, 2), "load_s": round(load_s, 1),
+            "loss_last": round(outcome.final_loss, 3), "training": outcome.settings}
+
+
+def _realestate_dataset(n: int):
+    """`n` rows of the embedded task's training pairs (repeated as needed), as a trial renders them."""
+    from datasets import Dataset
+
+    from harness.data.prepare import prepare_data
+    from harness.models import harness_home
+    from harness.spec import DataSpec
+
+    train = prepare_data(DataSpec(builtin="realestate"), harness_home() / "data").train
+    rows = [{"prompt": ex.prompt, "completion": [{"role": "assistant", "content": ex.reference}]}
+            for ex in (train * (n // len(train) + 1))[:n]]
+    return Dataset.from_list(rows)
+
+
+def _peak_bytes() -> int:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_isolated(fn: str, **kwargs: Any) -> dict[str, Any]:
+    """Run `measure_harness`/`measure_eval` in a fresh process: a clean device and a clean peak."""
+    code = ("import json,sys; from harness.unsloth_backend import import_first_if_present; "
+            f"import_first_if_present(); from harness.bench import {fn}; print('BENCH ' + json.dumps({fn}(**json.loads(sys.argv[1]))))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": _pythonpath()})
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[6:])
+    return {"path": "harness", "error": _last_error(proc)}
+
+
+def run_reference(arch: str, mode: str, *, batch_size: int, seq: int, steps: int, script: Path,
+                  workdir: Path) -> dict[str, Any]:
+    """The raw loop of `bench_lora_reference.py` (CUDA only), on a model it writes once per architecture."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"path": "reference", "mode": mode, "error": "not run: the reference loop needs CUDA"}
+    if not script.exists():
+        return {"path": "reference", "mode": mode, "error": f"not run: {script} not found (pass --reference)"}
+    env = {**os.environ, "BS": str(batch_size), "SEQ": str(seq), "STEPS": str(steps), "HF_HUB_OFFLINE": "1"}
+    model_dir = workdir / f"reference-{arch}"
+    if not (model_dir / "config.json").exists():
+        made = subprocess.run([sys.executable, str(script), "make", str(model_dir), arch], capture_output=True,
+                              text=True, env=env)
+        if made.returncode:
+            return {"path": "reference", "mode": mode, "error": _last_error(made)}
+    proc = subprocess.run([sys.executable, str(script), "run", mode, str(model_dir)], capture_output=True,
+                          text=True, env=env)
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("{"):
+            return {"path": "reference", **json.loads(line)}
+    return {"path": "reference", "mode": mode, "error": _last_error(proc)}
+
+
+def bench_training(arch: str, mode: str = "lora", *, batch_size: int = 4, seq: int = 2048, steps: int = 10,
+                   warmup: int = 3, backend: str = "auto", checkpointing: bool | str = True, data: str = "random",
+                   reference: Path | None = DEFAULT_REFERENCE, workdir: Path | None = None) -> dict[str, Any]:
+    """Harness path and reference loop, one after the other on this device; their ratios."""
+    arch = check_arch(arch)
+    if mode not in MODES:
+        raise HarnessError(f"unknown mode '{mode}' (known: {', '.join(MODES)})")
+    if data == "realestate" and reference is not None:
+        reference = None  # the comparison there is against full-length random tokens, not the raw loop
+    harness = run_isolated("measure_harness", arch=arch, mode=mode, batch_size=batch_size, seq=seq, steps=steps,
+                           warmup=warmup, backend=backend, checkpointing=checkpointing, data=data)
+    result: dict[str, Any] = {"kind": "training", "arch": arch, "mode": mode, "data": data, "harness": harness,
+                              "environment": environment()}
+    if reference is not None and "error" not in harness:
+        ref = run_reference(arch, reference_mode(mode, harness["backend"], checkpointing), batch_size=batch_size,
+                            seq=seq, steps=steps, script=Path(reference),
+                            workdir=workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "harness-bench")
+        result["reference"] = ref
+        if "error" not in ref:
+            result["ratio_tok_s"] = round(harness["tok_s"] / ref["tok_s"], 3)
+            result["ratio_peak"] = round(harness["peak_gib"] / ref["peak_gib"], 3)
+    return result
+
+
+def measure_eval(model: str, *, items: int, max_new_tokens: int, batch_size: int,
+                 sequential_items: int | None = None) -> dict[str, Any]:
+    """The task eval's generation (`harness.evaluate.generate`) on `items` held-out prompts, batched and
+    one at a time (on the first `sequential_items`, scaled per item)."""
+    import torch
+
+    from harness.data.prepare import prepare_data
+    from harness.evaluate import generate
+    from harness.models import harness_home, load_model, resolve_model
+    from harness.spec import DataSpec
+
+    heldout = prepare_data(DataSpec(builtin="realestate"), harness_home() / "data").heldout[:items]
+    prompts = [ex.prompt for ex in heldout]
+    m, tok = load_model(resolve_model(model))
+    generate(m, tok, prompts[:2], max_new_tokens=8, batch_size=2)  # warm-up: kernels, caches
+
+    def timed(ps: list, bs: int) -> tuple[float, int]:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        gens = generate(m, tok, ps, max_new_tokens=max_new_tokens, batch_size=bs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, sum(g.output_tokens for g in gens)
+
+    batched_s, batched_tokens = timed(prompts, batch_size)
+    n_seq = min(sequential_items or items, items)
+    seq_s, seq_tokens = timed(prompts[:n_seq], 1)
+    per_item_seq = seq_s / n_seq
+    return {"kind": "eval", "model": model, "items": len(prompts), "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens, "batched_s": round(batched_s, 2),
+            "batched_tokens_per_s": round(batched_tokens / batched_s, 1),
+            "sequential_items": n_seq, "sequential_s_per_item": round(per_item_seq, 3),
+            "sequential_tokens_per_s": round(seq_tokens / seq_s, 1),
+            "speedup": round(per_item_seq * len(prompts) / batched_s, 2)}
+
+
+def bench_eval(model: str = "smollm2-135m-instruct", *, items: int = 100, max_new_tokens: int = 160,
+               batch_size: int = 100, sequential_items: int | None = None) -> dict[str, Any]:
+    result = run_isolated("measure_eval", model=model, items=items, max_new_tokens=max_new_tokens,
+                          batch_size=batch_size, sequential_items=sequential_items)
+    return {**result, "environment": environment()}
+
+
+def environment() -> dict[str, Any]:
+    """The device and the versions a figure was measured with."""
+    from harness.manifest import hardware, package_versions
+
+    return {"hardware": hardware(), "packages": package_versions(), "python": sys.version.split()[0],
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def save(result: dict[str, Any], results_dir: Path) -> Path:
+    """Write one bench result to results/bench/<device>/<name>.json (atomically)."""
+    from harness.record import write_json
+
+    device = result["environment"]["hardware"].get("gpu") or "cpu"
+    device = "".join(c if c.isalnum() else "-" for c in device).strip("-").lower()
+    if result["kind"] == "training":
+        h = result["harness"]
+        name = f"train-{result['arch']}-{result['mode']}-{result['data']}-{h.get('backend', 'failed')}" \
+               f"-gc{h.get('training', {}).get('checkpointing', {}).get('checkpointed_layers', 'x')}"
+    else:
+        name = f"eval-{result.get('model', 'model')}"
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    path = results_dir / "bench" / device / f"{name}.json"
+    write_json(path, result)
+    return path
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A few lines a person reads: tokens/s, TFLOP/s, peak memory, ratios."""
+    if result["kind"] == "eval":
+        if "error" in result:
+            return f"eval bench failed: {result['error']}"
+        return (f"eval generation, {result['items']} items: batched {result['batched_s']} s "
+                f"({result['batched_tokens_per_s']} tok/s); one at a time {result['sequential_s_per_item']} s/item "
+                f"({result['sequential_tokens_per_s']} tok/s); speedup {result['speedup']}x")
+    lines = []
+    for key in ("harness", "reference"):
+        r = result.get(key)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"{key:9s} {r.get('mode', '')}: {r['error']}")
+            continue
+        label = r.get("backend") or r.get("mode")
+        plan = r.get("training", {}).get("checkpointing")
+        gc = f", checkpointed {plan['checkpointed_layers']}/{plan['total_layers']} layers" if plan else ""
+        lines.append(f"{key:9s} {label}: {r['tok_s']:,} tok/s, {r['model_tflops_4N']} TFLOP/s (4N), "
+                     f"peak {r['peak_gib']} GiB{gc}")
+    if "ratio_tok_s" in result:
+        lines.append(f"ratio     harness/reference: {result['ratio_tok_s']}x tokens/s, {result['ratio_peak']}x peak")
+    return "\n".join(lines)
+
+
+def _pythonpath() -> str:
+    root = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+def _last_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (proc.stderr or "").splitlines() if line.strip()]
+    tail = next((line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1] if lines else "")
+    return f"exit {proc.returncode}: {tail.strip()[:500]}"
