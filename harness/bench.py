@@ -53,7 +53,7 @@ def measure_harness(arch: str, mode: str, *, batch_size: int, seq: int, steps: i
     import torch
     from datasets import Dataset
 
-    from harness.memory_plan import model_weight_bytes
+    from harness.memory_plan import model_weight_bytes, peak_memory_bytes
     from harness.models import resolve_model
     from harness.spec import LoraSpec, TrainSpec
     from harness.train import select_backend
@@ -101,32 +101,19 @@ def measure_harness(arch: str, mode: str, *, batch_size: int, seq: int, steps: i
             "bs": batch_size, "seq": seq, "steps": steps, "median_step_s": round(median, 4), "tok_s": round(tok_s),
             "model_tflops_4N": round(4 * frozen * tok_s / 1e12, 2), "frozen": frozen,
             "trainable": outcome.trainable_params, "weight_gib": round(model_weight_bytes(base) / 2**30, 2),
-            "peak_gib": round(_peak_bytes() / 2**30, 2), "load_s": round(load_s, 1),
+            "peak_gib": round(peak_memory_bytes() / 2**30, 2), "load_s": round(load_s, 1),
             "loss_last": round(outcome.final_loss, 3), "training": outcome.settings}
 
 
 def _realestate_dataset(n: int):
     """`n` rows of the embedded task's training pairs (repeated as needed), as a trial renders them."""
-    from datasets import Dataset
-
     from harness.data.prepare import prepare_data
     from harness.models import harness_home
     from harness.spec import DataSpec
+    from harness.train import sft_dataset
 
     train = prepare_data(DataSpec(builtin="realestate"), harness_home() / "data").train
-    rows = [{"prompt": ex.prompt, "completion": [{"role": "assistant", "content": ex.reference}]}
-            for ex in (train * (n // len(train) + 1))[:n]]
-    return Dataset.from_list(rows)
-
-
-def _peak_bytes() -> int:
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return sft_dataset((train * (n // len(train) + 1))[:n])
 
 
 def run_isolated(fn: str, **kwargs: Any) -> dict[str, Any]:
@@ -245,16 +232,14 @@ def save(result: dict[str, Any], results_dir: Path) -> Path:
     """Write one bench result to results/bench/<device>/<name>.json (atomically)."""
     from harness.record import write_json
 
-    device = result["environment"]["hardware"].get("gpu") or "cpu"
-    device = "".join(c if c.isalnum() else "-" for c in device).strip("-").lower()
+    device = _slug(result["environment"]["hardware"].get("gpu") or "cpu").lower()
     if result["kind"] == "training":
         h = result["harness"]
         name = f"train-{result['arch']}-{result['mode']}-{result['data']}-{h.get('backend', 'failed')}" \
                f"-gc{h.get('training', {}).get('checkpointing', {}).get('checkpointed_layers', 'x')}"
     else:
         name = f"eval-{result.get('model', 'model')}"
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
-    path = results_dir / "bench" / device / f"{name}.json"
+    path = results_dir / "bench" / device / f"{_slug(name)}.json"
     write_json(path, result)
     return path
 
@@ -283,6 +268,10 @@ def format_result(result: dict[str, Any]) -> str:
     if "ratio_tok_s" in result:
         lines.append(f"ratio     harness/reference: {result['ratio_tok_s']}x tokens/s, {result['ratio_peak']}x peak")
     return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
 
 
 def _pythonpath() -> str:

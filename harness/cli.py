@@ -214,8 +214,7 @@ def publish(trial: Path = typer.Argument(..., help="a trial directory, e.g. resu
 
 
 @app.command()
-def bench(arch: str = typer.Option("random:llama-3.2-1b", help="random:<arch>: " + ", ".join(
-              "random:" + a for a in ("tiny", "smollm2-135m", "llama-3.2-1b", "llama-3.1-8b"))),
+def bench(arch: str = typer.Option("random:llama-3.2-1b", help="a random-init architecture: random:<arch>"),
           mode: str = typer.Option("lora", help="lora (bf16) or qlora (4-bit NF4, CUDA)"),
           backend: str = typer.Option("auto", help="auto, hf or unsloth (as train.backend)"),
           checkpointing: str = typer.Option("true", help="true, false or auto (memory-aware)"),

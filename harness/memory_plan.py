@@ -105,11 +105,10 @@ def plan_checkpointing(setting: bool | str, shape: ModelShape, *, weight_bytes: 
         return plan(0, "auto: no accelerator, activations kept")
     budget = device_bytes * headroom
     for k in range(shape.layers + 1):  # fewest recomputed layers whose estimate fits
-        peak = estimate_peak_bytes(shape, weight_bytes=weight_bytes, trainable_params=trainable_params,
-                                   tokens_per_step=tokens_per_step, checkpointed_layers=k)
-        if peak <= budget:
-            return plan(k, f"auto: {k} of {shape.layers} layers recomputed to fit "
-                           f"{budget / GIB:.1f} GiB ({headroom:.0%} of the device)")
+        candidate = plan(k, f"auto: {k} of {shape.layers} layers recomputed to fit "
+                            f"{budget / GIB:.1f} GiB ({headroom:.0%} of the device)")
+        if candidate.estimated_peak_gib * GIB <= budget:
+            return candidate
     return plan(shape.layers, f"auto: even with every layer recomputed the estimate exceeds "
                               f"{budget / GIB:.1f} GiB; checkpointing all layers")
 
@@ -127,6 +126,17 @@ def device_memory_bytes() -> int | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+
+
+def peak_memory_bytes() -> int:
+    """Peak memory since the last reset: CUDA allocations on a GPU, the process's resident set on a CPU."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB on Linux
 
 
 def apply_to_hf_model(model, plan: CheckpointPlan) -> None:

@@ -102,18 +102,10 @@ class TrainingBackend(ABC):
         `on_log` gets each logged row (loss, learning rate, ...); `on_step` is called after every
         optimiser step and may raise to stop training (a pruned trial).
         """
-        from datasets import Dataset
-
         from harness.prompting import ensure_chat_template
 
         ensure_chat_template(tokenizer)
-        # Conversational prompt/completion: TRL renders both with the chat template and puts the loss
-        # on the completion only, i.e. the assistant turn including its end-of-turn token.
-        dataset = Dataset.from_list([
-            {"prompt": ex.prompt, "completion": [{"role": "assistant", "content": ex.reference}]}
-            for ex in examples
-        ])
-        return self.fit_sft(model, tokenizer, dataset, spec, out_dir, on_log=on_log, on_step=on_step)
+        return self.fit_sft(model, tokenizer, sft_dataset(examples), spec, out_dir, on_log=on_log, on_step=on_step)
 
     def fit_sft(self, model, tokenizer, dataset, spec: TrainSpec, out_dir: Path,
                 on_log: Callable[[dict[str, Any]], None] | None = None,
@@ -159,6 +151,16 @@ class TrainingBackend(ABC):
         return TrainOutcome(steps=trainer.state.global_step, tokens_trained=int(tokens * epochs_run),
                             runtime_s=runtime, final_loss=float(result.training_loss), log=log,
                             trainable_params=trainable, settings=settings)
+
+
+def sft_dataset(examples: list[Example]):
+    """Conversational prompt/completion rows: TRL renders both with the chat template and puts the loss
+    on the completion only, i.e. the assistant turn including its end-of-turn token."""
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"prompt": ex.prompt, "completion": [{"role": "assistant", "content": ex.reference}]} for ex in examples
+    ])
 
 
 def checkpoint_plan(model, spec: TrainSpec) -> CheckpointPlan:

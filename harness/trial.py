@@ -347,8 +347,6 @@ def _reset_peak_memory() -> None:
 
 
 def _peak_memory_gb() -> float:
-    import torch
+    from harness.memory_plan import peak_memory_bytes
 
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+    return peak_memory_bytes() / 2**30
