@@ -113,13 +113,23 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-def open_storage(url: str) -> RDBStorage:
-    try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                          engine_kwargs={"pool_pre_ping": True})
-    except Exception as e:  # sqlalchemy raises many kinds; all mean the same to the user
-        raise HarnessError(f"cannot open the study storage '{url}': {type(e).__name__}: {e}") from e
+def open_storage(url: str, attempts: int = 5) -> RDBStorage:
+    """Optuna's RDB storage with heartbeats. Workers started together on an empty database race to
+    create Optuna's schema; the loser sees "already exists" and simply opens it on the next try."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                              engine_kwargs={"pool_pre_ping": True})
+        except (IntegrityError, ProgrammingError) as e:
+            if "already exists" not in str(e) or attempt == attempts - 1:
+                raise HarnessError(f"cannot open the study storage '{url}': {type(e).__name__}: {e}") from e
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as e:  # sqlalchemy raises many kinds; all mean the same to the user
+            raise HarnessError(f"cannot open the study storage '{url}': {type(e).__name__}: {e}") from e
+    raise AssertionError("unreachable")
 
 
 def open_study(spec: ExperimentSpec, storage_url: str, *, create: bool = True, wait_s: float = 60) -> optuna.Study:

@@ -173,6 +173,41 @@ def test_two_workers_on_postgresql_run_every_point_exactly_once(tmp_path, harnes
     assert len(pids) == 2, "both workers took trials"
 
 
+_OPEN_AT = """\
+import sys, time
+from harness.study import open_storage
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+open_storage(sys.argv[1], attempts=int(sys.argv[3]))
+"""
+
+
+def _race_to_open(url: str, processes: int, attempts: int) -> list[subprocess.Popen]:
+    start = time.time() + 3  # every process imports first, then all open the storage at once
+    return [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, str(start), str(attempts)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+
+
+def test_workers_started_together_on_an_empty_postgresql_database_all_open_it(tmp_path):
+    import sqlalchemy
+
+    url = os.environ.get("HARNESS_TEST_PG_URL", "")
+    require(bool(url), "HARNESS_TEST_PG_URL (a PostgreSQL server; .ci/run starts one with scripts/start-postgres.sh)")
+    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    db = f"race{os.getpid()}{int(time.time())}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
+    try:
+        fresh = url.rsplit("/", 1)[0] + "/" + db
+        procs = _race_to_open(fresh, processes=6, attempts=5)
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, [o[1][-1500:] for o in outs]
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        admin.dispose()
+
+
 SAMPLED = """\
 description: A sampled search for tests.
 model: {base: 'random:tiny'}
