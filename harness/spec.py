@@ -83,9 +83,10 @@ class TrainSpec(_Strict):
     logging_steps: int = Field(5, gt=0)
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="auto: recompute only as many layers as the device's memory needs")
-    packing: Literal["padding_free", "bfd", "none"] = Field(
-        "padding_free", description="padding_free: batches flattened without pad tokens (same examples per "
-                                    "step); bfd: TRL's best-fit packing; none: padded batches")
+    packing: Literal["auto", "padding_free", "bfd", "none"] = Field(
+        "auto", description="padding_free: batches flattened without pad tokens (same examples per step); "
+                            "bfd: TRL's best-fit packing; none: padded batches; auto: padding_free where the "
+                            "attention kernel takes packed sequences natively (flash-attention, Unsloth), else none")
     backend: Literal["auto", "hf", "unsloth"] = Field(
         "auto", description="auto: Unsloth when CUDA and unsloth are present, else HF (+ Liger on CUDA)")
 

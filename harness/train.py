@@ -74,15 +74,25 @@ class TrainingBackend(ABC):
         """Backend-specific `SFTConfig` fields (kernels)."""
         return {}
 
-    def batching(self, tokenizer, spec: TrainSpec) -> tuple[dict[str, Any], Any]:
-        """(`SFTConfig` fields, data collator or None) for `spec.packing`.
+    def resolve_packing(self, model, spec: TrainSpec) -> str:
+        """`spec.packing`, with "auto" decided: padding-free only where attention takes packed sequences
+        natively. SDPA and eager attention get a block mask over the whole flattened batch, which on
+        the CPU measured 1.35x slower per step than padded batches of the same examples."""
+        if spec.packing != "auto":
+            return spec.packing
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        attention = str(getattr(base.config, "_attn_implementation", ""))
+        return "padding_free" if attention.startswith("flash_attention") else "none"
+
+    def batching(self, tokenizer, packing: str) -> tuple[dict[str, Any], Any]:
+        """(`SFTConfig` fields, data collator or None) for a resolved `train.packing`.
 
         "padding_free": each batch is one flattened sequence with per-example position ids, so no
         pad token is computed on; the examples in a step, and so the optimisation, are unchanged.
         TRL allows that only with packing or without max_length, so its own collator is passed in
         padding-free mode and the trainer still truncates to max_length while preparing the data.
         "bfd": TRL's best-fit-decreasing packing (a batch holds `batch_size` packed rows)."""
-        if spec.packing != "padding_free":
+        if packing != "padding_free":
             return {}, None
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -119,14 +129,15 @@ class TrainingBackend(ABC):
         from trl import SFTConfig
 
         cuda = torch.cuda.is_available()
-        batching, collator = self.batching(tokenizer, spec)
+        packing = self.resolve_packing(model, spec)
+        batching, collator = self.batching(tokenizer, packing)
         args = SFTConfig(
             output_dir=str(out_dir), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
             per_device_train_batch_size=spec.batch_size, gradient_accumulation_steps=spec.grad_accum,
             learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler, warmup_steps=spec.warmup_ratio,  # < 1: a ratio
             weight_decay=spec.weight_decay, seed=spec.seed, data_seed=spec.seed, max_length=spec.max_length,
             completion_only_loss=spec.completion_only_loss, logging_steps=spec.logging_steps,
-            packing=spec.packing == "bfd", save_strategy="no", report_to="none", bf16=cuda, use_cpu=not cuda,
+            packing=packing == "bfd", save_strategy="no", report_to="none", bf16=cuda, use_cpu=not cuda,
             # Checkpointing is set on the model per layer (see `apply_checkpointing`), not by the Trainer.
             gradient_checkpointing=False, dataloader_num_workers=0, disable_tqdm=False, dataset_num_proc=None,
             include_num_input_tokens_seen="non_padding" if count_tokens else "no",
@@ -146,7 +157,7 @@ class TrainingBackend(ABC):
         epochs_run = trainer.state.epoch or spec.epochs
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         base_config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-        settings = {"backend": self.name, "packing": spec.packing, "checkpointing": plan.to_json(),
+        settings = {"backend": self.name, "packing": packing, "checkpointing": plan.to_json(),
                     "attn_implementation": getattr(base_config, "_attn_implementation", None)}
         return TrainOutcome(steps=trainer.state.global_step, tokens_trained=int(tokens * epochs_run),
                             runtime_s=runtime, final_loss=float(result.training_loss), log=log,

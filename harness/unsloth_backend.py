@@ -86,10 +86,13 @@ class UnslothBackend(TrainingBackend):
         if plan.kept_layers:
             skip_checkpointing(model, "max" if plan.kept_layers >= plan.total_layers else plan.kept_layers)
 
-    def batching(self, tokenizer, spec: TrainSpec) -> tuple[dict[str, Any], Any]:
+    def resolve_packing(self, model, spec: TrainSpec) -> str:
+        return "padding_free" if spec.packing == "auto" else spec.packing  # Unsloth's attention takes it
+
+    def batching(self, tokenizer, packing: str) -> tuple[dict[str, Any], Any]:
         # Unsloth's patched SFTTrainer does padding-free batching itself (and truncates to max_length
         # where TRL would refuse the combination): ask for it rather than passing a collator.
-        return {"padding_free": spec.packing == "padding_free"}, None
+        return {"padding_free": packing == "padding_free"}, None
 
     @contextmanager
     def inference(self, model) -> Iterator[None]:
