@@ -226,11 +226,13 @@ def test_wandb_offline_run_holds_the_report(report, tmp_path, monkeypatch):
     run_id = log_report_to_wandb(report, "rank-grid", mode="offline")
     run_dirs = list(report.json.parent.glob(f"wandb/offline-run-*-{run_id}"))
     assert run_dirs, "no offline run directory"
-    # wandb's service can still be flushing the transaction log when finish() returns.
+    # wandb's service can still be flushing the transaction log when finish() returns: a read can see
+    # part of the summary, so wait for the key itself.
+    key = "headline/field_accuracy/tuned[lora.r=16] vs base"
     deadline = time.monotonic() + 30
-    while not (summary := read_offline_run(run_dirs[0])["summary"]) and time.monotonic() < deadline:
+    while key not in (summary := read_offline_run(run_dirs[0])["summary"]) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert "headline/field_accuracy/tuned[lora.r=16] vs base" in summary, sorted(summary)
+    assert key in summary, sorted(summary)
 
 
 @pytest.mark.slow
