@@ -25,7 +25,8 @@ SET = typer.Option(None, "--set", help="override a spec field: --set train.learn
 
 
 def _results_root(results: Optional[Path]) -> Path:
-    return Path(results or os.environ.get("HARNESS_RESULTS") or "results")
+    # Absolute: these paths reach subprocesses and libraries that may run in another directory.
+    return Path(results or os.environ.get("HARNESS_RESULTS") or "results").absolute()
 
 
 def _parse_sets(sets: Optional[list[str]]) -> dict:
@@ -184,7 +185,8 @@ def regress(baseline: str = typer.Option(..., "--baseline", help="a base model n
     """Exit 1 when the candidate is significantly worse than the baseline on a general-capability task."""
     from harness.regress import regress_command
 
-    raise typer.Exit(regress_command(baseline, candidate, tasks, tolerance=tolerance, alpha=alpha, limit=limit, out=out))
+    raise typer.Exit(regress_command(baseline, candidate, tasks, tolerance=tolerance, alpha=alpha, limit=limit,
+                                     out=out.absolute()))
 
 
 @app.command()
@@ -209,7 +211,8 @@ def publish(trial: Path = typer.Argument(..., help="a trial directory, e.g. resu
     """Write a Hub-ready folder: adapter, model card with CIs and failure modes (+ merged / GGUF)."""
     from harness.publish import publish as publish_trial
 
-    done = publish_trial(trial, out, repo_id=repo_id, merged=merged, gguf=tuple(gguf or ()))
+    done = publish_trial(trial.absolute(), out.absolute() if out else None, repo_id=repo_id, merged=merged,
+                         gguf=tuple(gguf or ()))
     console.print(f"[green]published[/green] {done.folder}: {done.note}")
 
 
@@ -294,16 +297,19 @@ def _exit_if_failed(results) -> None:
 
 
 def _print_verdict(study_dir: Path) -> None:
-    from harness.record import TrialResult
+    from harness.record import RESULT_FILE, TrialResult
 
+    failures: list[str] = []
     table = Table("trial", "params", "arm", "json valid", "field accuracy", "exact match", "tokens/s",
                   title="every arm on the frozen held-out split")
     for trial_dir in sorted(study_dir.glob("trial-*")):
         result = TrialResult.read(trial_dir)
         if result is None:
             continue
-        if result.status != "complete":
-            table.add_row(str(result.number), str(result.params), result.status, result.reason or "", "", "", "")
+        if result.status != "complete":  # the reason gets one line under the table, not the metric columns
+            table.add_row(str(result.number), str(result.params), f"[red]{result.status}[/red]", "–", "–", "–", "–")
+            failures.append(f"trial {result.number} {result.status}: {_first_line(result.reason)} "
+                            f"(why in full: {trial_dir / RESULT_FILE})")
             continue
         for arm, m in result.metrics.items():
             if isinstance(m, dict) and "n" in m:  # eval arms; cost, teacher and dpo are not arms
@@ -311,6 +317,13 @@ def _print_verdict(study_dir: Path) -> None:
                 table.add_row(str(result.number), str(result.params), arm, pct("json_valid"), pct("field_accuracy"),
                               pct("exact_match"), f"{m.get('tokens_per_s', float('nan')):.1f}")
     console.print(table)
+    for line in failures:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def _first_line(reason: str | None, width: int = 100) -> str:
+    line = (reason or "no reason recorded").strip().splitlines()[0]
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def main() -> None:

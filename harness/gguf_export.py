@@ -239,7 +239,7 @@ def export_gguf(hf_dir: str | Path, out_dir: str | Path, types: tuple[str, ...] 
     the converter. The first file's vocabulary is checked against the HF tokenizer
     (`check_tokenizer_parity`): every runner must see the same prompt tokens.
     """
-    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    hf_dir, out_dir = Path(hf_dir).absolute(), Path(out_dir).absolute()  # the converter runs in its own cwd
     types = list(dict.fromkeys(t.lower() for t in types))
     unknown = [t for t in types if t not in GGUF_TYPES]
     if unknown:
@@ -276,6 +276,8 @@ for job in jobs:
 def _convert(hf_dir: Path, outfiles: dict[str, Path]) -> dict[str, Path]:
     """Run llama.cpp's converter for each {outtype: outfile} (one subprocess); return the files."""
     script = converter_path()
+    hf_dir = Path(hf_dir).absolute()  # the subprocess runs with cwd= the converter's folder
+    outfiles = {t: Path(f).absolute() for t, f in outfiles.items()}
     if importlib.util.find_spec("sentencepiece") is None:  # the converter imports it for every Llama model
         raise HarnessError("llama.cpp's GGUF converter needs the package sentencepiece: "
                            ".venv/bin/pip install 'sentencepiece>=0.1.98,<0.3'")

@@ -130,7 +130,7 @@ def _data_card_note(source: str) -> str:
 def publish(trial_dir: Path, out_dir: Path | None = None, *, repo_id: str | None = None,
             merged: bool = False, gguf: tuple[str, ...] = ()) -> Published:
     """Write adapter + model card (+ merged / GGUF when asked) to a folder; upload when possible."""
-    trial_dir = Path(trial_dir)
+    trial_dir = Path(trial_dir).absolute()
     result = TrialResult.read(trial_dir)
     if result is None or result.status != "complete":
         raise HarnessError("only a complete trial can be published", where=trial_dir)

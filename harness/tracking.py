@@ -36,7 +36,7 @@ class Tracker:
         import wandb
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, group=group, name=name, config=config, dir=str(directory),
+        self.run = wandb.init(project=project, group=group, name=name, config=config, dir=str(Path(directory).absolute()),
                               mode=self.mode, reinit="create_new", job_type="trial")
 
     @property

@@ -91,7 +91,8 @@ def _evaluate(model, tok, arm: str, examples, spec: ExperimentSpec, scorer,
 def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[str, Any], worker: Worker,
               *, on_dev_metric: Callable[[float, int], None] | None = None) -> TrialResult:
     """Run one trial of `spec` (already resolved with `params`) and record it under `study_dir`."""
-    trial_dir = Path(study_dir) / trial_dir_name(number)
+    study_dir = Path(study_dir).absolute()  # handed to subprocesses (GGUF converter) and libraries
+    trial_dir = study_dir / trial_dir_name(number)
     t_wall, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
 
     data = prepare_data(spec.data, harness_home() / "data")

@@ -43,3 +43,22 @@ def test_check_prints_the_grid(tmp_path):
     spec.write_text("description: x\nsearch:\n  grid: {lora.r: [4, 8]}\n  seeds: [0, 1]\n")
     proc = harness("check", str(spec), check=True)
     assert "4 trial(s)" in proc.stderr
+
+
+def test_failed_trial_is_one_line_under_the_table_not_its_metric_columns(tmp_path):
+    from harness.cli import _print_verdict
+    from harness.progress import console
+    from harness.record import TrialResult
+
+    study = tmp_path / "study"
+    reason = ("HarnessError: results/quant_delta/trial-0000/quant/merged: GGUF conversion failed. The converter said:\n"
+              + "\n".join(f"INFO:hf-to-gguf:line {i} of a long converter log" for i in range(40)))
+    TrialResult(number=0, status="failed", params={"seed": 0}, reason=reason).write(study / "trial-0000")
+    with console.capture() as captured:
+        _print_verdict(study)
+    out = captured.get()
+    assert "line 39" not in out and "line 1 of" not in out  # the log stays in result.json
+    failure = [line for line in out.splitlines() if line.startswith("trial 0 failed")]
+    assert len(failure) == 1 and "GGUF conversion failed" in failure[0]
+    assert str(study / "trial-0000" / "result.json") in failure[0]
+    assert max(len(line) for line in out.splitlines() if "│" in line) < 120  # the table stays narrow

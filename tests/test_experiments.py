@@ -12,10 +12,14 @@ from harness.record import read_json
 pytestmark = pytest.mark.slow
 
 
-def _run(name: str, results, home, *extra: str):
+def _run(name: str, results, home, *extra: str, cwd=None):
+    """Run and report a smoke preset; with `cwd`, from that folder with the default relative results/."""
     env = {"HARNESS_HOME": str(home), "WANDB_MODE": "disabled"}
-    proc = harness("run", name, "--preset", "smoke", "--results", str(results), *extra, env=env)
-    report = harness("report", name, "--preset", "smoke", "--results", str(results), env=env)
+    where = [] if cwd else ["--results", str(results)]
+    if cwd:
+        env["HARNESS_RESULTS"] = ""  # the default: ./results under the working directory
+    proc = harness("run", name, "--preset", "smoke", *where, *extra, env=env, cwd=cwd)
+    report = harness("report", name, "--preset", "smoke", *where, env=env, cwd=cwd)
     return proc, report
 
 
@@ -129,9 +133,13 @@ def test_forgetting_smoke_pairs_base_and_tuned_on_lm_eval_items(tmp_path, harnes
 
 
 def test_quant_delta_smoke_evaluates_merged_and_gguf_arms_on_the_same_items(tmp_path, harness_home):
-    proc, report = _run("quant_delta", tmp_path, harness_home)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    trial = tmp_path / "quant_delta-smoke" / "trial-0000"
+    # As a user runs it: the default relative results/ folder, from a folder that is not the repository
+    # (the GGUF converter runs in its own directory, so every path it is handed must be absolute).
+    work = tmp_path / "work"
+    work.mkdir()
+    proc, report = _run("quant_delta", None, harness_home, cwd=work)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trial = work / "results" / "quant_delta-smoke" / "trial-0000"
     quant = read_json(trial / "quant" / "quant.json")
     assert quant["arms"]["nf4"]["status"] == "not run" and "CUDA" in quant["arms"]["nf4"]["reason"]
     sizes = {arm: quant["arms"][arm]["size_bytes"] for arm in ("merged", "q8_0", "q4_k_m")}
