@@ -4,21 +4,19 @@ Forgetting (lm-eval rows: `<folder>/lm_eval/<task>.jsonl`, one row per benchmark
 `correct` 0/1 and `doc_hash`, the proof that both sides saw the same item) comes in two layouts:
 
 - in the trial (spec `forgetting:`): the adapter's rows in `trial-NNNN/lm_eval/`, the base model's in
-  `<study>/forgetting-base/<key>/`, key = sha256 of [model.base, tasks, limit] as `harness.trial` makes it;
-- after the study (`harness.forgetting.forgetting_check`): `<study>/forgetting/forgetting.json` names
+  `<study>/forgetting-base/<key>/`, key = `harness.results.forgetting_base_key` (the stage's own key);
+- after the study (`harness.capabilities.evaluate.forgetting_check`): `<study>/forgetting/forgetting.json` names
   the base folder each `forgetting/trial-NNNN/` pairs with.
 
 Trials that differ only in seed are one arm, so seed variance enters the CI as everywhere else.
 
-Quantisation (`harness.quant_delta`: a folder with `quant.json` and `eval/<arm>.jsonl`): each
+Quantisation (`harness.export.quant_delta`: a folder with `quant.json` and `eval/<arm>.jsonl`): each
 quantised arm against the reference arm (`merged`). When the trials also put those arms in their own
 `eval/` (spec `quantize:`), they are compared from there, seeds pooled; otherwise folder by folder.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import numpy as np
 from analysis.compare import Comparison, Level, PairedScores, pair_statistics, paired_scores
 from analysis.errors import AnalysisError, NaNScoreError, UnpairedItemsError
 from analysis.load import SEED_PARAMS, Study, arm_label, load_study
-from harness.record import read_json, read_jsonl
+from harness.results import forgetting_base_key, read_json, read_jsonl
 
 Refused = tuple[str, str, str]  # (a, b, reason)
 
@@ -76,9 +74,7 @@ def _in_trials(study_dir: Path, varying: list[str]) -> list[_Capability]:
         manifest = read_json(trial / "manifest.json") if (trial / "manifest.json").exists() else {}
         spec = manifest.get("spec") or {}
         f = spec.get("forgetting") or {}
-        # The key harness.trial gives the base model's lm-eval rows (one folder per base, tasks and limit).
-        key = hashlib.sha256(json.dumps([(spec.get("model") or {}).get("base"), f.get("tasks"),
-                                         f.get("limit")]).encode()).hexdigest()[:16]
+        key = forgetting_base_key(spec.get("model") or {}, f.get("tasks"), f.get("limit"))
         params = manifest.get("params") or read_json(result).get("params") or {}
         found.append(_Capability(_label(params, varying), _seed(params, manifest), trial,
                                  study_dir / "forgetting-base" / key, tuple(f.get("tasks") or ())))

@@ -1,4 +1,4 @@
-"""Every trial of a study, read from `results/<study>/trial-NNNN/` (layout: `harness.record`) into pandas.
+"""Every trial of a study, read from `results/<study>/trial-NNNN/` (layout: `harness.results`) into pandas.
 
 An *arm label* names one model as the write-up compares it: the eval arm plus the params that differ
 across the study's trials, e.g. `tuned[lora.r=16]`. Seeds are not part of the label: the seeds of one
@@ -8,7 +8,7 @@ collapse into one. The same holds for an endpoint contestant (its rows carry `co
 asked, not trained.
 
 A directory with `eval/<arm>.jsonl` but no trial directories (e.g. the output of
-`harness.quant_delta`) is read as a single trial, so its arms can be compared the same way.
+`harness.export.quant_delta`) is read as a single trial, so its arms can be compared the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError, StudyNotFoundError, UnknownArmError
-from harness.record import read_json, read_jsonl
+from harness.results import arm_roles, read_json, read_jsonl
 
 SEED_PARAMS = frozenset({"seed", "train.seed"})
 # Params that change only how an adapter is trained: they cannot change what an untuned model answers.
@@ -203,7 +203,9 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
     # An arm answered by a priced endpoint (rows with cost_usd) was never trained here.
     endpoint_arms = {row.get("arm") or path.stem for r in raw for path, rows in r["evals"].items() for row in rows
                      if row.get("cost_usd") is not None}
-    untuned = tuple(dict.fromkeys([*untuned_arms, *sorted(endpoint_arms)]))
+    # Trials record their arms' roles (harness.results.arm_roles); the cost_usd rule covers older results.
+    recorded = {arm for r in raw for arm, role in arm_roles(r["manifest"]).items() if role in ("untuned", "endpoint")}
+    untuned = tuple(dict.fromkeys([*untuned_arms, *sorted(endpoint_arms | recorded)]))
 
     trial_rows, item_frames, log_rows, cost_rows = [], [], [], []
     notes: list[str] = []

@@ -27,7 +27,7 @@ from analysis.compare import (Comparison, Level, Quality, adjust, comparisons_fr
 from analysis.errors import AnalysisError, UnknownArmError
 from analysis.load import Study, load_study
 from analysis.paired import DEFAULT_RESAMPLES
-from harness.record import write_atomic, write_json
+from harness.results import write_atomic, write_json
 
 SUMMARY_METRICS = ("field_accuracy", "exact_match", "json_valid")
 REPORT_DIR = "report"
@@ -337,7 +337,7 @@ def log_report_to_wandb(report: ReportPaths, run_group: str, *, project: str | N
     `mode` defaults to the harness rule (WANDB_MODE, else online when logged in, else offline); a no-op
     returning None when it resolves to "disabled". Returns the run id.
     """
-    from harness.tracking import wandb_mode
+    from harness.grid.tracking import wandb_mode
 
     mode = mode or wandb_mode("auto")
     if mode == "disabled":

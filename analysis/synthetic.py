@@ -1,4 +1,4 @@
-"""A synthetic study on disk, in the exact layout `harness.record` defines, with effects known in advance.
+"""A synthetic study on disk, in the exact layout `harness.results` defines, with effects known in advance.
 
 For tests and for trying the analysis without training anything: a LoRA-rank grid × seeds, each trial
 with a base and a tuned arm evaluated on the same held-out items (grouped into clusters), training
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.record import TrialResult, read_json, trial_dir_name, write_json, write_jsonl
+from harness.results import TrialResult, read_json, trial_dir_name, write_json, write_jsonl
 
 FIELDS = ("price", "rooms", "area", "city")
 SPLIT_HASH = "synthetic-split-0001"
@@ -109,8 +109,8 @@ def write_synthetic_forgetting(study_dir: str | Path, *, tasks: Sequence[str] = 
     """lm-eval rows for the study's base model and every complete trial's adapter, where each adapter answers
     each benchmark item correctly with the base's probability minus `drop`.
 
-    `layout="study"`: `study_dir/forgetting/` as `harness.forgetting.forgetting_check` leaves it.
-    `layout="trial"`: `trial-NNNN/lm_eval/` plus `study_dir/forgetting-base/<key>/`, as `harness.trial`
+    `layout="study"`: `study_dir/forgetting/` as `harness.capabilities.evaluate.forgetting_check` leaves it.
+    `layout="trial"`: `trial-NNNN/lm_eval/` plus `study_dir/forgetting-base/<key>/`, as `harness.grid.trial`
     leaves them when the spec has `forgetting:` (the manifests gain that section).
     """
     study_dir = Path(study_dir)
@@ -153,7 +153,7 @@ def write_synthetic_forgetting(study_dir: str | Path, *, tasks: Sequence[str] = 
 
 def write_synthetic_quant(folder: str | Path, *, n_items: int = 80, loss: dict[str, float] | None = None,
                           seed: int = 0) -> Path:
-    """A `harness.quant_delta` output folder: eval rows of the merged model and its quantised forms
+    """A `harness.export.quant_delta` output folder: eval rows of the merged model and its quantised forms
     (each losing `loss[arm]` of per-field accuracy), plus an NF4 arm recorded as not run."""
     folder = Path(folder)
     loss = loss if loss is not None else {"q8_0": 0.0, "q4_k_m": 0.1}

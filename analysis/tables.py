@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis.compare import Comparison, Quality
 from analysis.load import Study
-from harness.record import write_atomic
+from harness.results import write_atomic
 
 ARM_COLUMNS = ["arm", "n_items", "n_seeds", "quality", "quality_ci_low", "quality_ci_high", "baseline", "delta",
                "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "cost_per_1k_calls", "latency_p50_s",

@@ -53,10 +53,10 @@ def measure_harness(arch: str, mode: str, *, batch_size: int, seq: int, steps: i
     import torch
     from datasets import Dataset
 
-    from harness.memory_plan import model_weight_bytes, peak_memory_bytes
+    from harness.backends.memory_plan import model_weight_bytes, peak_memory_bytes
     from harness.models import resolve_model
     from harness.spec import LoraSpec, TrainSpec
-    from harness.train import select_backend
+    from harness.backends import select_backend
 
     cuda = torch.cuda.is_available()
     if mode == "qlora" and not cuda:
@@ -110,7 +110,7 @@ def _realestate_dataset(n: int):
     from harness.data.prepare import prepare_data
     from harness.models import harness_home
     from harness.spec import DataSpec
-    from harness.train import sft_dataset
+    from harness.backends import sft_dataset
 
     train = prepare_data(DataSpec(builtin="realestate"), harness_home() / "data").train
     return sft_dataset((train * (n // len(train) + 1))[:n])
@@ -118,7 +118,7 @@ def _realestate_dataset(n: int):
 
 def run_isolated(fn: str, **kwargs: Any) -> dict[str, Any]:
     """Run `measure_harness`/`measure_eval` in a fresh process: a clean device and a clean peak."""
-    code = ("import json,sys; from harness.unsloth_backend import import_first_if_present; "
+    code = ("import json,sys; from harness.backends.unsloth import import_first_if_present; "
             f"import_first_if_present(); from harness.bench import {fn}; print('BENCH ' + json.dumps({fn}(**json.loads(sys.argv[1]))))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": _pythonpath()})
@@ -178,12 +178,12 @@ def bench_training(arch: str, mode: str = "lora", *, batch_size: int = 4, seq: i
 
 def measure_eval(model: str, *, items: int, max_new_tokens: int, batch_size: int,
                  sequential_items: int | None = None) -> dict[str, Any]:
-    """The task eval's generation (`harness.evaluate.generate`) on `items` held-out prompts, batched and
+    """The task eval's generation (`harness.evaluation.evaluate.generate`) on `items` held-out prompts, batched and
     one at a time (on the first `sequential_items`, scaled per item)."""
     import torch
 
     from harness.data.prepare import prepare_data
-    from harness.evaluate import generate
+    from harness.evaluation.evaluate import generate
     from harness.models import harness_home, load_model, resolve_model
     from harness.spec import DataSpec
 
@@ -222,7 +222,7 @@ def bench_eval(model: str = "smollm2-135m-instruct", *, items: int = 100, max_ne
 
 def environment() -> dict[str, Any]:
     """The device and the versions a figure was measured with."""
-    from harness.manifest import hardware, package_versions
+    from harness.grid.manifest import hardware, package_versions
 
     return {"hardware": hardware(), "packages": package_versions(), "python": sys.version.split()[0],
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -230,7 +230,7 @@ def environment() -> dict[str, Any]:
 
 def save(result: dict[str, Any], results_dir: Path) -> Path:
     """Write one bench result to results/bench/<device>/<name>.json (atomically)."""
-    from harness.record import write_json
+    from harness.results import write_json
 
     device = _slug(result["environment"]["hardware"].get("gpu") or "cpu").lower()
     if result["kind"] == "training":

@@ -42,7 +42,7 @@ def _parse_sets(sets: Optional[list[str]]) -> dict:
 
 
 def _load(name: str, preset: Optional[str], sets: Optional[list[str]] = None):
-    from harness.registry import find_experiment
+    from harness.experiments import find_experiment
     from harness.spec import load_spec
 
     spec = load_spec(find_experiment(name), preset=preset, overrides=_parse_sets(sets))
@@ -52,7 +52,7 @@ def _load(name: str, preset: Optional[str], sets: Optional[list[str]] = None):
 
 
 def _storage(spec, storage: Optional[str], results: Optional[Path]) -> tuple[Path, str]:
-    from harness.study import default_storage
+    from harness.grid.study import default_storage
 
     study_dir = _results_root(results) / spec.name
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def _storage(spec, storage: Optional[str], results: Optional[Path]) -> tuple[Pat
 @app.command("list")
 def list_experiments() -> None:
     """Show every registered experiment with the question it answers."""
-    from harness.registry import registered
+    from harness.experiments import registered
 
     table = Table("experiment", "question", "file", title="registered experiments")
     for exp in registered().values():
@@ -73,7 +73,7 @@ def list_experiments() -> None:
 @app.command()
 def check(name: str, preset: Optional[str] = PRESET, set_: Optional[list[str]] = SET) -> None:
     """Validate an experiment spec and print its grid, without running anything."""
-    from harness.study import validate_search
+    from harness.grid.study import validate_search
 
     spec = _load(name, preset, set_)
     points = validate_search(spec)
@@ -87,10 +87,10 @@ def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STOR
         results: Optional[Path] = RESULTS, set_: Optional[list[str]] = SET,
         max_trials: Optional[int] = typer.Option(None, help="stop after this many trials (the rest stay queued)")) -> None:
     """Start or resume an experiment's study and run its trials until the grid is done."""
-    from harness.unsloth_backend import import_first_if_present
+    from harness.backends.unsloth import import_first_if_present
 
     import_first_if_present()
-    from harness.study import open_study, run_worker
+    from harness.grid.study import open_study, run_worker
 
     spec = _load(name, preset, set_)
     study_dir, url = _storage(spec, storage, results)
@@ -106,10 +106,10 @@ def worker(name: str, storage: str = typer.Option(..., "--storage", help="the st
            preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
            set_: Optional[list[str]] = SET) -> None:
     """Join a running study from another process or machine and work through its queue."""
-    from harness.unsloth_backend import import_first_if_present
+    from harness.backends.unsloth import import_first_if_present
 
     import_first_if_present()
-    from harness.study import open_study, run_worker
+    from harness.grid.study import open_study, run_worker
 
     spec = _load(name, preset, set_)
     study_dir, url = _storage(spec, storage, results)
@@ -124,7 +124,7 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
     """Print a table of the study's trials: state, params, key metrics, duration."""
     import optuna
 
-    from harness.study import open_storage
+    from harness.grid.study import open_storage
 
     spec = _load(name, preset)
     _, url = _storage(spec, storage, results)
@@ -132,15 +132,38 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
         study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
     except KeyError:
         raise HarnessError(f"no study '{spec.name}' yet in {url}: start it with `harness run {name}`")
-    table = Table("trial", "state", "params", f"base {spec.eval.metric}", f"tuned {spec.eval.metric}",
+    from harness.results import final_arm, read_json, trial_dir_name
+
+    study_dir = _results_root(results) / spec.name
+    table = Table("trial", "state", "params", f"base {spec.eval.metric}", f"final {spec.eval.metric}",
                   "duration", "reason", title=f"study {spec.name}")
     for t in study.get_trials(deepcopy=False):
         m = t.user_attrs.get("metrics", {})
-        fmt = lambda arm: f"{m[arm][spec.eval.metric]:.3f}" if spec.eval.metric in m.get(arm, {}) else "–"
+        manifest_path = study_dir / trial_dir_name(t.number) / "manifest.json"
+        final = final_arm(read_json(manifest_path) if manifest_path.exists() else {}, m)
         dur = t.user_attrs.get("duration_s")
         table.add_row(str(t.number), t.state.name, str(t.user_attrs.get("params", t.system_attrs.get("fixed_params", ""))),
-                      fmt("base"), fmt("tuned"), f"{dur:.0f}s" if dur else "–", t.user_attrs.get("reason", ""))
+                      _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} ({final})",
+                      f"{dur:.0f}s" if dur else "–", t.user_attrs.get("reason", ""))
     console.print(table)
+
+
+def _metric(metrics: dict, arm: str, name: str) -> str:
+    value = (metrics.get(arm) or {}).get(name)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+def _stage_pairs(study_dir: Path) -> list[tuple[str, str]]:
+    """Every (arm, the arm it continued from) the study's trials recorded, e.g. ("dpo", "sft")."""
+    from harness.results import read_json, stage_pairs
+
+    pairs: list[tuple[str, str]] = []
+    for trial_dir in sorted(study_dir.glob("trial-*")):
+        manifest = read_json(trial_dir / "manifest.json") if (trial_dir / "manifest.json").exists() else {}
+        for pair in stage_pairs(manifest, [p.stem for p in (trial_dir / "eval").glob("*.jsonl")]):
+            if pair not in pairs:
+                pairs.append(pair)
+    return pairs
 
 
 @app.command()
@@ -165,10 +188,14 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
     spec = _load(name, preset)
     study_dir = _results_root(results) / spec.name
     labels = load_study(study_dir).arm_labels
-    # Stage-on-stage comparisons a recipe implies, e.g. SFT+DPO vs the SFT it started from.
-    dpo_vs_sft = [(label, "sft" + label[3:]) for label in labels if label.startswith("dpo") and "sft" + label[3:] in labels]
-    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric,
-                         groups={"dpo_vs_sft": dpo_vs_sft} if dpo_vs_sft else None)
+    # Stage-on-stage comparisons the trials recorded, e.g. SFT+DPO vs the SFT it started from.
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for arm, before in _stage_pairs(study_dir):
+        matched = [(label, before + label[len(arm):]) for label in labels
+                   if label.startswith(arm) and before + label[len(arm):] in labels]
+        if matched:
+            groups[f"{arm}_vs_{before}"] = matched
+    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric, groups=groups or None)
     log_report_to_wandb(paths, spec.name, project=spec.tracking.project,
                         mode=None if spec.tracking.wandb == "auto" else spec.tracking.wandb)
     console.print(f"wrote {paths.markdown} and {paths.json}")
@@ -183,7 +210,7 @@ def regress(baseline: str = typer.Option(..., "--baseline", help="a base model n
             limit: Optional[int] = typer.Option(None, help="items per task"),
             out: Path = typer.Option(Path("results/regress"), "--out")) -> None:
     """Exit 1 when the candidate is significantly worse than the baseline on a general-capability task."""
-    from harness.regress import regress_command
+    from harness.capabilities.regress import regress_command
 
     raise typer.Exit(regress_command(baseline, candidate, tasks, tolerance=tolerance, alpha=alpha, limit=limit,
                                      out=out.absolute()))
@@ -194,7 +221,7 @@ def forgetting(name: str, tasks: str = typer.Option(..., "--tasks", help="comma 
                limit: Optional[int] = typer.Option(None, help="items per task"), preset: Optional[str] = PRESET,
                results: Optional[Path] = RESULTS) -> None:
     """Catastrophic-forgetting check: base vs each tuned trial of a study on general-capability tasks."""
-    from harness.forgetting import forgetting_check
+    from harness.capabilities.evaluate import forgetting_check
 
     spec = _load(name, preset)
     path = forgetting_check(_results_root(results) / spec.name, [t.strip() for t in tasks.split(",") if t.strip()],
@@ -209,7 +236,7 @@ def publish(trial: Path = typer.Argument(..., help="a trial directory, e.g. resu
             merged: bool = typer.Option(False, help="also write the merged model"),
             gguf: Optional[list[str]] = typer.Option(None, help="also export GGUF types, e.g. --gguf q8_0 --gguf q4_k_m")) -> None:
     """Write a Hub-ready folder: adapter, model card with CIs and failure modes (+ merged / GGUF)."""
-    from harness.publish import publish as publish_trial
+    from harness.export.publish import publish as publish_trial
 
     done = publish_trial(trial.absolute(), out.absolute() if out else None, repo_id=repo_id, merged=merged,
                          gguf=tuple(gguf or ()))
@@ -282,8 +309,8 @@ def data_summary(name: str, preset: Optional[str] = PRESET) -> None:
 
 
 def _preflight(spec, study) -> None:
-    from harness.study import trial_spec
-    from harness.trial import preflight
+    from harness.grid.study import trial_spec
+    from harness.grid.trial import preflight
 
     preflight([trial_spec(spec, params) for params in study.user_attrs["points"]])
 
@@ -297,7 +324,7 @@ def _exit_if_failed(results) -> None:
 
 
 def _print_verdict(study_dir: Path) -> None:
-    from harness.record import RESULT_FILE, TrialResult
+    from harness.results import RESULT_FILE, TrialResult
 
     failures: list[str] = []
     table = Table("trial", "params", "arm", "json valid", "field accuracy", "exact match", "tokens/s",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import ModelError, Unavailable
-from harness.record import replace_dir
+from harness.results import replace_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -254,7 +254,7 @@ def materialize(resolved: ResolvedModel) -> Path:
         raise ModelError(f"'{resolved.name}' is a hub id: download it to a directory first (no hub access here)")
     import tempfile
 
-    from harness.record import replace_dir
+    from harness.results import replace_dir
 
     target = harness_home() / "models" / "random" / resolved.arch
     if (target / "config.json").exists():

@@ -14,7 +14,7 @@ from analysis import (AnalysisError, MissingSeedsError, NaNScoreError, StudyNotF
                       UnpairedItemsError, compare, load_study, quality)
 from analysis.synthetic import write_synthetic_study
 from harness.errors import HarnessError
-from harness.record import read_jsonl, write_json, write_jsonl
+from harness.results import read_jsonl, write_json, write_jsonl
 
 N = 500  # resamples: enough for these checks, fast
 

@@ -220,7 +220,7 @@ def test_wandb_logging_logs_tables_and_figures_to_the_group(small_report, monkey
 @pytest.mark.slow
 def test_wandb_offline_run_holds_the_report(report, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from harness.tracking import read_offline_run
+    from harness.grid.tracking import read_offline_run
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     run_id = log_report_to_wandb(report, "rank-grid", mode="offline")
@@ -237,7 +237,7 @@ def test_wandb_offline_run_holds_the_report(report, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_an_arm_with_nan_scores_is_reported_not_fatal(tmp_path):
-    from harness.record import read_jsonl, write_jsonl
+    from harness.results import read_jsonl, write_jsonl
 
     study_dir = write_synthetic_study(tmp_path, ranks=(16,), seeds=(0,), failed_trial=False)
     path = study_dir / "trial-0000" / "eval" / "tuned.jsonl"

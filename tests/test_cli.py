@@ -48,7 +48,7 @@ def test_check_prints_the_grid(tmp_path):
 def test_failed_trial_is_one_line_under_the_table_not_its_metric_columns(tmp_path):
     from harness.cli import _print_verdict
     from harness.progress import console
-    from harness.record import TrialResult
+    from harness.results import TrialResult
 
     study = tmp_path / "study"
     reason = ("HarnessError: results/quant_delta/trial-0000/quant/merged: GGUF conversion failed. The converter said:\n"

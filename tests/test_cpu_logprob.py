@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness import cpu_logprob
+from harness.backends import cpu_logprob
 
 
 def tiny_llama() -> LlamaForCausalLM:

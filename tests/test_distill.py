@@ -8,8 +8,8 @@ import pytest
 from flaky_server import FlakyServer, error, ok
 
 from harness.data.example import Example
-from harness.distill import REWRITE_TEMPLATE, DistillSpec, distill
-from harness.endpoint import EndpointError, EndpointSpec
+from harness.stages.teacher_data import REWRITE_TEMPLATE, DistillSpec, teacher_written as distill
+from harness.evaluation.endpoint import EndpointError, EndpointSpec
 from harness.errors import DataError
 
 SYSTEM = {"role": "system", "content": "Answer in one short sentence."}

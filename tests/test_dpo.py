@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from harness.data.example import Example
-from harness.dpo import DPOSpec, load_preference_pairs, mine_pairs, pairs_from_rows, train_dpo
+from harness.stages.dpo import DPOSpec, load_preference_pairs, mine_pairs, pairs_from_rows, train_dpo
 from harness.errors import DataError, HarnessError, SpecError, SplitError
-from harness.evaluate import Generation
-from harness.scoring import score
+from harness.evaluation.evaluate import Generation
+from harness.evaluation.scoring import score
 from harness.spec import LoraSpec, TrainSpec
-from harness.train import HFBackend, NonFiniteLoss
+from harness.backends import HFBackend, NonFiniteLoss
 
 
 def dev_items(n: int = 6) -> list[Example]:
@@ -90,7 +90,7 @@ def test_pairs_from_rows_refuses_an_unknown_metric_and_misaligned_rows():
 
 
 def test_mine_pairs_never_mines_a_prediction_equal_to_its_reference(monkeypatch):
-    import harness.evaluate
+    import harness.evaluation.evaluate
 
     dev = dev_items(3)
     outputs = {dev[0].prompt[0]["content"]: " " + dev[0].reference + "\n",  # the reference, modulo whitespace
@@ -100,7 +100,7 @@ def test_mine_pairs_never_mines_a_prediction_equal_to_its_reference(monkeypatch)
     def fake_generate(model, tok, prompts, *, max_new_tokens, batch_size, progress=None):
         return [Generation(outputs[p[0]["content"]], 0.1, 5, 3, 0) for p in prompts]
 
-    monkeypatch.setattr(harness.evaluate, "generate", fake_generate)
+    monkeypatch.setattr(harness.evaluation.evaluate, "generate", fake_generate)
     pairs = mine_pairs(None, None, dev, score, metric="field_accuracy", fail_below=2.0, max_pairs=10,
                        max_new_tokens=8, batch_size=2)
     assert [(p.id, p.rejected) for p in pairs] == [("d1", "{}")]
@@ -184,7 +184,7 @@ def tiny(harness_home):
 
 @pytest.mark.slow
 def test_mining_on_random_tiny_pairs_its_own_outputs_with_the_references(tiny):
-    from harness.evaluate import generate
+    from harness.evaluation.evaluate import generate
 
     model, tok = tiny
     dev = dev_items(5)

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
+import layout
 from cli_runner import harness
-from harness.record import read_json, read_jsonl
-from harness.tracking import read_offline_run
+from harness.results import read_json, read_jsonl
+from harness.grid.tracking import read_offline_run
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +25,7 @@ def smoke_run(harness_home, tmp_path_factory):
 
 def test_trial_writes_every_record(smoke_run):
     study_dir, proc = smoke_run
+    layout.check(study_dir, "quickstart")  # files and JSON keys as before every refactor of the trial
     trial = study_dir / "trial-0000"
     for name in ("manifest.json", "metrics.json", "result.json", "train_log.jsonl", "eval/base.jsonl",
                  "eval/tuned.jsonl", "adapter/adapter_model.safetensors"):

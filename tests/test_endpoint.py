@@ -13,7 +13,7 @@ import pytest
 from flaky_server import FlakyServer, error, malformed, ok
 from llama_server import free_port
 
-from harness.endpoint import (Completion, Endpoint, EndpointError, EndpointSpec, cost_per_1k_calls,
+from harness.evaluation.endpoint import (Completion, Endpoint, EndpointError, EndpointSpec, cost_per_1k_calls,
                               latency_percentiles, run_many)
 
 HELLO = [{"role": "user", "content": "Say hello."}]

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+import layout
 from cli_runner import harness
-from harness.record import read_json
+from harness.results import read_json
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +45,7 @@ def test_rank_ablation_smoke_reports_qlora_as_not_run(tmp_path, harness_home):
     text = (tmp_path / "rank_ablation-smoke" / "report.md").read_text()
     assert "not run" in text.lower() and "CUDA" in text
     _figures_have_data(tmp_path / "rank_ablation-smoke", expect={"loss_curves", "quality_vs_rank"})
+    layout.check(tmp_path / "rank_ablation-smoke", "rank_ablation")
 
 
 def _figures_have_data(study_dir, expect: set[str]) -> None:
@@ -78,6 +80,7 @@ def test_distill_vs_data_smoke_with_a_real_teacher(tmp_path, harness_home, llama
     assert all("teacher" not in r["metrics"] for r in original)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "distill_vs_data-smoke" / "report.json").exists()
+    layout.check(tmp_path / "distill_vs_data-smoke", "distill_vs_data")
 
 
 def test_sft_vs_dpo_smoke_mines_dev_failures_and_compares_three_arms(tmp_path, harness_home):
@@ -87,7 +90,9 @@ def test_sft_vs_dpo_smoke_mines_dev_failures_and_compares_three_arms(tmp_path, h
     results = _results(study)
     assert len(results) == 2 and {r["status"] for r in results} == {"complete"}
     for r in results:
-        assert {"base", "sft", "dpo"} <= set(r["metrics"]) and r["metrics"]["dpo"]["pairs"] > 0
+        # The final arm's held-out aggregates and, apart from them, DPO's training summary.
+        assert {"base", "sft", "dpo"} <= set(r["metrics"]) and r["metrics"]["training"]["dpo"]["pairs"] > 0
+        assert r["metrics"]["dpo"]["n"] == 6 and "field_accuracy" in r["metrics"]["dpo"]
         trial = study / f"trial-{r['number']:04d}"
         pairs = [json.loads(line) for line in (trial / "dpo_pairs.jsonl").read_text().splitlines()]
         heldout_ids = {json.loads(line)["item_id"] for line in (trial / "eval" / "dpo.jsonl").read_text().splitlines()}
@@ -95,6 +100,13 @@ def test_sft_vs_dpo_smoke_mines_dev_failures_and_compares_three_arms(tmp_path, h
         assert all(p["rejected"] != p["reference"] for p in pairs)
         assert (trial / "adapter-sft").exists() and (trial / "adapter").exists()
     assert report.returncode == 0, report.stderr[-3000:]
+    layout.check(study, "sft_vs_dpo")
+    status = harness("status", "sft_vs_dpo", "--preset", "smoke", "--results", str(tmp_path),
+                     env={"HARNESS_HOME": str(harness_home)})
+    assert status.returncode == 0, status.stderr[-2000:]
+    out = status.stdout + status.stderr
+    assert out.count("(dpo)") == 2, out  # the final arm's score, not a dash
+    assert "dpo_vs_sft" in json.dumps(read_json(study / "report.json"))
 
 
 def test_three_way_smoke_against_a_real_endpoint(tmp_path, harness_home, llama):
@@ -115,6 +127,7 @@ def test_three_way_smoke_against_a_real_endpoint(tmp_path, harness_home, llama):
     assert report.returncode == 0, report.stderr[-3000:]
     text = (study / "report.md").read_text()
     assert "frontier" in text and "When to use" in text
+    layout.check(study, "three_way")
 
 
 def test_forgetting_smoke_pairs_base_and_tuned_on_lm_eval_items(tmp_path, harness_home):
@@ -130,6 +143,7 @@ def test_forgetting_smoke_pairs_base_and_tuned_on_lm_eval_items(tmp_path, harnes
     assert check["n"] == 8 and 0 <= check["base_acc"] <= 1 and check["regression"] in (True, False)
     rows = [json.loads(line) for line in (trial / "lm_eval" / "arc_easy_local.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and {"doc_id", "correct"} <= set(rows[0])
+    layout.check(tmp_path / "forgetting-smoke", "forgetting")
 
 
 def test_quant_delta_smoke_evaluates_merged_and_gguf_arms_on_the_same_items(tmp_path, harness_home):
@@ -148,3 +162,4 @@ def test_quant_delta_smoke_evaluates_merged_and_gguf_arms_on_the_same_items(tmp_
            for arm in ("tuned", "merged", "q8_0", "q4_k_m")}
     assert ids["merged"] == ids["q8_0"] == ids["q4_k_m"] and set(ids["merged"]) == set(ids["tuned"])
     assert report.returncode == 0, report.stderr[-3000:]
+    layout.check(work / "results" / "quant_delta-smoke", "quant_delta")

@@ -47,7 +47,7 @@ def _row(**kw) -> str:
 
 
 def test_every_yaml_is_a_known_local_task():
-    from harness.lm_tasks import TASKS_DIR, local_task_names
+    from harness.capabilities.lm_tasks import TASKS_DIR, local_task_names
 
     assert local_task_names() == sorted(EXPECTED_DOCS)
     for name in local_task_names():
@@ -60,7 +60,7 @@ def test_local_task_loads_through_task_manager(name, ds_cache):
     require(HAVE_BENCHMARKS, WHY)
     from lm_eval.tasks import TaskManager
 
-    from harness.lm_tasks import TASKS_DIR, task_config
+    from harness.capabilities.lm_tasks import TASKS_DIR, task_config
 
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
     assert name in manager.all_tasks  # the folder indexes as lm-eval task configs
@@ -81,7 +81,7 @@ def test_winogrande_is_partial_evaluation(ds_cache):
     require(HAVE_BENCHMARKS, WHY)
     from lm_eval.tasks import TaskManager
 
-    from harness.lm_tasks import TASKS_DIR, task_config
+    from harness.capabilities.lm_tasks import TASKS_DIR, task_config
 
     task = TaskManager(include_path=str(TASKS_DIR), include_defaults=False).load(
         [task_config("winogrande_local", cache_dir=ds_cache)])["tasks"]["winogrande_local"]
@@ -98,7 +98,7 @@ def test_winogrande_is_partial_evaluation(ds_cache):
 def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
     from lm_eval.tasks import TaskManager
 
-    from harness.lm_tasks import TASKS_DIR, task_config
+    from harness.capabilities.lm_tasks import TASKS_DIR, task_config
 
     (tmp_path / "arc-easy").mkdir()
     (tmp_path / "arc-easy" / "test.jsonl").write_text(_row() * 3)
@@ -110,7 +110,7 @@ def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
 
 
 def test_missing_data_names_the_root_and_the_variable(tmp_path, monkeypatch):
-    from harness.lm_tasks import task_config
+    from harness.capabilities.lm_tasks import task_config
 
     monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path))
     with pytest.raises(HarnessError, match="HARNESS_BENCHMARKS") as e:
@@ -122,8 +122,8 @@ def test_missing_data_names_the_root_and_the_variable(tmp_path, monkeypatch):
 
 
 def test_unknown_task_offline_lists_local_tasks():
-    from harness.forgetting import resolve_tasks
-    from harness.lm_tasks import local_task_names
+    from harness.capabilities.evaluate import resolve_tasks
+    from harness.capabilities.lm_tasks import local_task_names
 
     with pytest.raises(HarnessError) as e:
         resolve_tasks(["arc_easy", "piqa_local"])
@@ -137,8 +137,8 @@ def test_unknown_task_offline_lists_local_tasks():
 
 
 def test_bad_task_fails_before_any_model_loads(tmp_path, monkeypatch, harness_home):
-    import harness.forgetting as forgetting
-    from harness.regress import regress_command
+    import harness.capabilities.evaluate as forgetting
+    from harness.capabilities.regress import regress_command
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the task names were checked")
@@ -156,8 +156,8 @@ def test_bad_task_fails_before_any_model_loads(tmp_path, monkeypatch, harness_ho
 
 
 def _trial_files(study: Path, number: int, *, status: str = "complete") -> Path:
-    """The files of a trial directory as harness.trial writes them (the adapter is added by the caller)."""
-    from harness.record import trial_dir_name, write_json
+    """The files of a trial directory as harness.grid.trial writes them (the adapter is added by the caller)."""
+    from harness.results import trial_dir_name, write_json
 
     trial = study / trial_dir_name(number)
     write_json(trial / "manifest.json", {"spec": {"model": {"base": "random:tiny", "dtype": "float32",
@@ -191,7 +191,7 @@ def _fake_trial(study: Path, number: int, *, perturb: bool, status: str = "compl
 
 
 def test_parse_model_ref(tmp_path, harness_home):
-    from harness.forgetting import parse_model_ref
+    from harness.capabilities.evaluate import parse_model_ref
 
     trial = _trial_files(tmp_path / "study", 1)
     (trial / "adapter").mkdir()
@@ -218,7 +218,7 @@ def test_parse_model_ref(tmp_path, harness_home):
 
 @pytest.fixture(scope="module")
 def tiny_eval(tmp_path_factory, harness_home):
-    from harness.forgetting import evaluate_capabilities
+    from harness.capabilities.evaluate import evaluate_capabilities
     from harness.models import load_model, resolve_model
 
     out = tmp_path_factory.mktemp("tiny-eval")
@@ -245,7 +245,7 @@ def test_rows_match_lm_eval_accuracy(tiny_eval):
     assert result.tasks["winogrande_local"]["acc_norm"] is None  # lm-eval's winogrande reports acc only
     assert all(len(r["loglikelihoods"]) == 2 for r in result.rows_for("winogrande_local"))
 
-    from harness.forgetting import CapabilityResult
+    from harness.capabilities.evaluate import CapabilityResult
 
     assert (out / "lm_eval" / "arc_easy_local.jsonl").exists() and (out / "lm_eval" / "summary.json").exists()
     back = CapabilityResult.read(out)
@@ -257,7 +257,7 @@ def test_rows_match_lm_eval_accuracy(tiny_eval):
 def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home):
     """Baseline random:tiny vs a trial whose (untrained) adapter leaves it unchanged: exit 0, Δ = 0."""
     require(HAVE_BENCHMARKS, WHY)
-    from harness.regress import regress_command
+    from harness.capabilities.regress import regress_command
 
     trial = _fake_trial(tmp_path / "study", 1, perturb=False)
     out = tmp_path / "regress"
@@ -276,7 +276,7 @@ def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home):
 @pytest.mark.slow
 def test_forgetting_check_pairs_base_with_each_trial(tmp_path, harness_home, monkeypatch):
     require(HAVE_BENCHMARKS, WHY)
-    import harness.forgetting as forgetting
+    import harness.capabilities.evaluate as forgetting
 
     study = tmp_path / "study"
     _fake_trial(study, 1, perturb=False)
@@ -313,7 +313,7 @@ REGRESSION_LIMIT = 30
 @pytest.mark.slow
 def test_regress_flags_a_worse_candidate(tmp_path, harness_home):
     require(HAVE_BENCHMARKS, WHY)
-    from harness.regress import regress_command
+    from harness.capabilities.regress import regress_command
 
     out = tmp_path / "regress"
     code = regress_command("smollm2-135m-instruct", "random:tiny", "arc_easy_local", limit=REGRESSION_LIMIT, out=out)
@@ -328,7 +328,7 @@ def test_regress_flags_a_worse_candidate(tmp_path, harness_home):
 
 
 def _result(task: str, correct: list[int], hashes: list[str] | None = None):
-    from harness.forgetting import CapabilityResult
+    from harness.capabilities.evaluate import CapabilityResult
 
     hashes = hashes or [None] * len(correct)
     rows = [{"task": task, "doc_id": i, "correct": c, "correct_norm": c, "doc_hash": hashes[i]}
@@ -337,7 +337,7 @@ def _result(task: str, correct: list[int], hashes: list[str] | None = None):
 
 
 def test_judge_needs_a_large_and_significant_drop():
-    from harness.regress import compare_results, judge
+    from harness.capabilities.regress import compare_results, judge
 
     base = _result("t", [1] * 30 + [0] * 10)
     worse = _result("t", [0] * 20 + [1] * 10 + [0] * 10)  # 20 lost, none gained
@@ -354,7 +354,7 @@ def test_judge_needs_a_large_and_significant_drop():
 
 
 def test_holm_across_tasks():
-    from harness.regress import TaskComparison, judge
+    from harness.capabilities.regress import TaskComparison, judge
 
     comps = [TaskComparison(task=f"t{i}", n=50, baseline_acc=0.5, candidate_acc=0.4, diff=-0.1, ci_low=-0.2,
                             ci_high=0.0, baseline_only=8, candidate_only=3, p_value=0.03) for i in range(3)]
@@ -363,7 +363,7 @@ def test_holm_across_tasks():
 
 
 def test_pairing_refuses_different_items():
-    from harness.regress import compare_results
+    from harness.capabilities.regress import compare_results
 
     with pytest.raises(HarnessError, match="different items"):
         compare_results(_result("t", [1, 0], ["a", "b"]), _result("t", [1, 0], ["a", "c"]))
@@ -372,7 +372,7 @@ def test_pairing_refuses_different_items():
 def test_render_table_states_the_test():
     from rich.console import Console
 
-    from harness.regress import RegressionReport, compare_results, judge, render_table
+    from harness.capabilities.regress import RegressionReport, compare_results, judge, render_table
 
     comps = judge(compare_results(_result("t", [1] * 20), _result("t", [0] * 20)), tolerance=0.02, alpha=0.05)
     report = RegressionReport(baseline="a", candidate="b", tolerance=0.02, alpha=0.05, correction="holm",

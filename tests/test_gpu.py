@@ -13,9 +13,9 @@ import torch
 
 from cli_runner import harness
 from harness.spec import LoraSpec, TrainSpec, load_spec
-from harness.study import default_storage, open_study, run_worker
-from harness.train import select_backend
-from harness.trial import Worker
+from harness.grid.study import default_storage, open_study, run_worker
+from harness.backends import select_backend
+from harness.grid.trial import Worker
 
 pytestmark = pytest.mark.gpu
 

@@ -63,7 +63,7 @@ def test_no_disk_space_for_cache_is_a_clear_error(tmp_path, monkeypatch):
 def test_rank_larger_than_a_layer_is_a_clear_error(harness_home):
     from harness.errors import SpecError
     from harness.spec import LoraSpec
-    from harness.train import lora_config
+    from harness.backends import lora_config
 
     model, _ = load_model(resolve_model("random:tiny"))
     with pytest.raises(SpecError, match="lora.r.*rank 64 is larger"):

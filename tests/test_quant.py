@@ -19,7 +19,7 @@ OLLAMA_URL = os.environ.get("OLLAMA_URL", "http://localhost:11434")
 @pytest.fixture(scope="module")
 def converter(harness_home) -> Path:
     """llama.cpp's converter in the session's cache: linked from the user's cache, else fetched (PyPI)."""
-    from harness.gguf_export import converter_dir, ensure_converter, llama_cpp_version
+    from harness.export.gguf import converter_dir, ensure_converter, llama_cpp_version
 
     require(__import__("importlib").util.find_spec("sentencepiece") is not None,
             "the GGUF converter needs sentencepiece (pip install -e .)")
@@ -61,8 +61,8 @@ def tiny_adapter(tmp_path_factory, harness_home):
 def test_same_prompt_reaches_transformers_and_llama_cpp(harness_home):
     """The text LlamaCppRunner hands llama.cpp is render_prompt's, byte for byte; both engines answer Paris."""
     from harness.models import embedded_gguf_path, load_model, resolve_model
-    from harness.prompting import render_prompt
-    from harness.runners import HFRunner, LlamaCppRunner, Runner
+    from harness.evaluation.prompting import render_prompt
+    from harness.evaluation.runners import HFRunner, LlamaCppRunner, Runner
 
     model, tok = load_model(resolve_model("smollm2-135m-instruct"), device="cpu")
     messages = [{"role": "user", "content": QUESTION}]
@@ -104,8 +104,8 @@ def test_same_prompt_reaches_transformers_and_llama_cpp(harness_home):
 def test_ollama_runner_raw_prompt(harness_home):
     """Against a real Ollama server when one is reachable (set OLLAMA_URL); Ollama is not installable here."""
     from harness.models import embedded_gguf_path, load_tokenizer, resolve_model
-    from harness.prompting import render_prompt
-    from harness.runners import OllamaRunner
+    from harness.evaluation.prompting import render_prompt
+    from harness.evaluation.runners import OllamaRunner
 
     if not OllamaRunner.reachable(OLLAMA_URL):
         pytest.skip(f"no Ollama server at {OLLAMA_URL} (Ollama is not pip-installable, so this machine has "
@@ -123,7 +123,7 @@ def test_ollama_runner_wire_format(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from harness.runners import OllamaRunner
+    from harness.evaluation.runners import OllamaRunner
 
     seen: list[tuple[str, str, bytes]] = []
 
@@ -187,9 +187,9 @@ def test_merge_and_export_random_tiny(tiny_adapter, converter, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from harness.gguf_export import export_gguf, merge_adapter
+    from harness.export.gguf import export_gguf, merge_adapter
     from harness.models import load_model, resolve_model
-    from harness.runners import LlamaCppRunner
+    from harness.evaluation.runners import LlamaCppRunner
 
     base, tok, adapter = tiny_adapter
     before = {k: v.clone() for k, v in base.state_dict().items()}
@@ -223,7 +223,7 @@ def test_merge_and_export_random_tiny(tiny_adapter, converter, tmp_path):
 
 
 def test_export_rejects_bad_types_and_dirs(tmp_path):
-    from harness.gguf_export import export_gguf
+    from harness.export.gguf import export_gguf
 
     with pytest.raises(HarnessError, match="unknown GGUF type"):
         export_gguf(tmp_path, tmp_path / "out", ("q3_xyz",))
@@ -237,7 +237,7 @@ def test_export_rejects_bad_types_and_dirs(tmp_path):
 def test_unsupported_architecture_is_a_clear_error(converter, tmp_path):
     from transformers import OPTConfig, OPTForCausalLM
 
-    from harness.gguf_export import export_gguf
+    from harness.export.gguf import export_gguf
 
     config = OPTConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
                        max_position_embeddings=64, word_embed_proj_dim=16)
@@ -257,10 +257,10 @@ def test_quant_delta_writes_rows_per_arm(tiny_adapter, converter, tmp_path):
     import torch
 
     from harness.data.realestate import load_builtin
-    from harness.prompting import render_prompt
-    from harness.quant_delta import NF4_NEEDS_CUDA, quant_delta
-    from harness.record import read_json, read_jsonl
-    from harness.scoring import get_scorer
+    from harness.evaluation.prompting import render_prompt
+    from harness.export.quant_delta import NF4_NEEDS_CUDA, quant_delta
+    from harness.results import read_json, read_jsonl
+    from harness.evaluation.scoring import get_scorer
 
     base, tok, adapter = tiny_adapter
     heldout = load_builtin(0, tmp_path / "data").heldout[:3]

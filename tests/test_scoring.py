@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from harness.scoring import SCORERS, first_object, get_scorer, parse_object, score, score_text
+from harness.evaluation.scoring import SCORERS, first_object, get_scorer, parse_object, score, score_text
 
 REF = ('{"price_per_sqft": 142, "neighborhood_median_ppsf": 131, "vs_neighborhood": "above", '
        '"drivers": ["good condition", "built 2005"], "verdict": "Priced 8% above."}')

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import SpecError
-from harness.registry import find_experiment, registered
+from harness.experiments import find_experiment, registered
 from harness.spec import load_spec
 
 

@@ -16,10 +16,10 @@ from optuna.trial import TrialState
 
 from conftest import require
 from harness.errors import HarnessError, SpecError
-from harness.record import TrialResult
+from harness.results import TrialResult
 from harness.spec import load_spec
-from harness.study import default_storage, open_study, run_worker
-from harness.trial import Worker
+from harness.grid.study import default_storage, open_study, run_worker
+from harness.grid.trial import Worker
 
 TINY = """\
 description: A tiny grid for tests.
@@ -175,7 +175,7 @@ def test_two_workers_on_postgresql_run_every_point_exactly_once(tmp_path, harnes
 
 _OPEN_AT = """\
 import sys, time
-from harness.study import open_storage
+from harness.grid.study import open_storage
 while time.time() < float(sys.argv[2]):
     time.sleep(0.001)
 open_storage(sys.argv[1], attempts=int(sys.argv[3]))

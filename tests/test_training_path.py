@@ -10,11 +10,11 @@ import torch
 
 from cli_runner import harness
 from harness.errors import SpecError, Unavailable
-from harness.memory_plan import (CheckpointPlan, ModelShape, apply_to_hf_model, estimate_peak_bytes,
+from harness.backends.memory_plan import (CheckpointPlan, ModelShape, apply_to_hf_model, estimate_peak_bytes,
                                  plan_checkpointing)
 from harness.models import ARCHITECTURES, load_model, resolve_model
 from harness.spec import LoraSpec, TrainSpec
-from harness.train import HFBackend, backend_unavailable, select_backend
+from harness.backends import HFBackend, backend_unavailable, select_backend
 
 GIB = 2**30
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.data.example import Example
 from harness.errors import DataError
-from harness.record import read_jsonl, write_atomic, write_jsonl
+from harness.results import read_jsonl, write_atomic, write_jsonl
 
 SOURCE_PACKAGE, SOURCE_ITEM = "modeldata", "ames"
 N_RECORDS = 2930

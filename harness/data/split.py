@@ -29,7 +29,7 @@ from typing import Any
 from harness.data.example import Example
 from harness.data.formats import SYSTEM_FROM_SPEC, load_examples
 from harness.errors import SplitError
-from harness.record import write_json, write_jsonl
+from harness.results import write_json, write_jsonl
 
 MANIFEST_SUFFIX = ".frozen.json"
 SOURCE_FILE = "source.json"

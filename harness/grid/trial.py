@@ -1,0 +1,96 @@
+"""One trial, top to bottom: spec → data (frozen split verified) → the enabled stages → record.
+
+Every experiment runs this; a grid (see `harness.grid.study`) runs it once per grid point and seed. What a
+trial does beyond SFT and its evaluation comes from its stages (`harness.stages`, one file each). The
+`Worker` keeps the base model loaded between trials: adapters go on and come off.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.data.formats import format_summary, summarize
+from harness.data.prepare import prepare_data
+from harness.errors import SpecError
+from harness.models import harness_home, resolve_model
+from harness.progress import console
+from harness.results import TrialResult, trial_dir_name
+from harness.evaluation.scoring import get_scorer
+from harness.spec import ExperimentSpec, ModelSpec, spec_dump
+from harness.stages import pipeline
+from harness.stages.context import OutOfMemory, TrialContext, record_trial, reset_peak_memory, running
+from harness.grid.tracking import Tracker
+from harness.backends import TrainingBackend, backend_unavailable, select_backend
+
+__all__ = ["OutOfMemory", "Worker", "preflight", "run_trial"]
+
+
+@dataclass
+class Worker:
+    """Per-process state reused across trials: the training backend and the loaded base model."""
+
+    base_loads: int = 0
+    _backends: dict[str, TrainingBackend] = field(default_factory=dict)
+    _bases: dict[tuple, tuple] = field(default_factory=dict)
+
+    def backend(self, prefer: str = "auto") -> TrainingBackend:
+        """The backend for `train.backend` (one instance per worker and choice)."""
+        if prefer not in self._backends:
+            self._backends[prefer] = select_backend(prefer)
+        return self._backends[prefer]
+
+    def base(self, spec: ModelSpec, backend: TrainingBackend):
+        """(model, tokenizer, resolved) for a model spec, loaded from disk once per worker and backend."""
+        key = (spec.base, spec.dtype, spec.load_in_4bit, backend.name)
+        if key not in self._bases:
+            self._bases.clear()  # one base in memory at a time
+            resolved = resolve_model(spec.base)
+            model, tok = backend.load_base(resolved, spec.dtype, load_in_4bit=spec.load_in_4bit)
+            self.base_loads += 1
+            self._bases[key] = (model, tok, resolved)
+        return self._bases[key]
+
+
+def preflight(specs: list[ExperimentSpec]) -> None:
+    """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage,
+    and a backend the spec insists on can run here."""
+    seen: set[str] = set()
+    for spec in specs:
+        reason = backend_unavailable(spec.train.backend)
+        if reason:
+            raise SpecError(reason, where=f"experiment {spec.name}, field 'train.backend'")
+        for key, check in ((f"model:{spec.model.base}", lambda: resolve_model(spec.model.base)),
+                           (f"data:{spec.data.model_dump_json()}",
+                            lambda: prepare_data(spec.data, harness_home() / "data"))):
+            if key not in seen:
+                seen.add(key)
+                check()
+
+
+def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[str, Any], worker: Worker,
+              *, on_dev_metric: Callable[[float, int], None] | None = None) -> TrialResult:
+    """Run one trial of `spec` (already resolved with `params`): its stages in phase order, then record it."""
+    started = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    study_dir = Path(study_dir).absolute()  # handed to subprocesses (GGUF converter) and libraries
+    data = prepare_data(spec.data, harness_home() / "data")
+    backend = worker.backend(spec.train.backend)
+    model, tok, resolved = worker.base(spec.model, backend)
+    reset_peak_memory()  # the trial's own peak, not the worker's
+    summary = summarize(data.train, tok)
+    console.print(format_summary(summary))
+    tracker = Tracker(setting=spec.tracking.wandb, project=spec.tracking.project, group=spec.name,
+                      name=f"{spec.name}/{trial_dir_name(number)}",
+                      config={**spec_dump(spec, exclude={"presets", "search"}), "params": params, "trial": number},
+                      directory=study_dir)
+    tracker.summary({"data": summary})
+    ctx = TrialContext(spec=spec, params=params, number=number, study_dir=study_dir, data=data, backend=backend,
+                       model=model, tok=tok, resolved=resolved, scorer=get_scorer(data.scorer), tracker=tracker,
+                       on_dev_metric=on_dev_metric, started=started)
+    with running(ctx):
+        for stage, cfg in pipeline(spec):
+            stage.run(ctx, cfg)
+    return record_trial(ctx)

@@ -1,0 +1,47 @@
+"""Catastrophic forgetting: lm-eval general-capability tasks on the base (once per study) and the tuned model."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from harness.config.sections import _Strict
+from harness.errors import HarnessError
+from harness.results import forgetting_base_key
+from harness.stages import Phase, register_stage
+from harness.stages.context import TrialContext
+
+
+class ForgettingSpec(_Strict):
+    """General-capability check with lm-eval after training: base vs tuned, item by item."""
+
+    tasks: list[str] = Field(min_length=1, description="lm-eval task names or the harness's local *_local tasks")
+    limit: int | None = Field(None, gt=0, description="items per task")
+    batch_size: int = Field(8, gt=0)
+    tolerance: float = Field(0.02, ge=0, lt=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+@register_stage("forgetting", Phase.PROBE, order=20, section="forgetting", model=ForgettingSpec, legacy=True,
+                example={"tasks": ["arc_easy_local"], "limit": 4},
+                blocks=("forgetting",))
+def run(ctx: TrialContext, f: ForgettingSpec) -> None:
+    """lm-eval on the base (once per study) and on the tuned model in memory; paired per item."""
+    from harness.capabilities.evaluate import CapabilityResult, evaluate_capabilities
+    from harness.capabilities.stats import compare_results, judge
+
+    key = forgetting_base_key(ctx.spec.model.model_dump(mode="json"), f.tasks, f.limit)
+    base_dir = ctx.study_dir / "forgetting-base" / key
+    model, tok = ctx.peft_model, ctx.tok
+    try:
+        base = CapabilityResult.read(base_dir)
+    except HarnessError:
+        with model.disable_adapter():  # the untouched base, without reloading it
+            base = evaluate_capabilities(model, tok, f.tasks, limit=f.limit, batch_size=f.batch_size,
+                                         out_dir=base_dir, label="base")
+    tuned = evaluate_capabilities(model, tok, f.tasks, limit=f.limit, batch_size=f.batch_size,
+                                  out_dir=ctx.trial_dir, label="tuned")
+    comparisons = judge(compare_results(base, tuned), tolerance=f.tolerance, alpha=f.alpha)
+    ctx.add_block("forgetting", {
+        c.task: {"base_acc": c.baseline_acc, "tuned_acc": c.candidate_acc, "diff": c.diff, "ci": [c.ci_low, c.ci_high],
+                 "p": c.p_value, "p_adjusted": c.p_adjusted, "n": c.n, "regression": c.regression}
+        for c in comparisons})

@@ -1,0 +1,25 @@
+"""Supervised fine-tuning: a fresh LoRA adapter on the base, trained on the training pairs (`train.method: sft`)."""
+
+from __future__ import annotations
+
+from harness.stages import Phase, register_stage
+from harness.stages.context import TrialContext
+
+
+@register_stage("sft", Phase.TRAIN, method="sft", produces="tuned")
+def run(ctx: TrialContext, cfg: None) -> None:
+    """Train the adapter; with `eval.dev_every_steps`, report dev scores as it goes (the pruner reads them)."""
+    spec = ctx.spec
+    ctx.peft_model = ctx.backend.add_adapter(ctx.model, spec.lora)
+
+    def on_step(step: int) -> None:
+        every = spec.eval.dev_every_steps
+        if every and ctx.data.dev and ctx.on_dev_metric and step % every == 0:
+            value = ctx.dev_score()
+            ctx.tracker.log({f"dev/{spec.eval.metric}": value}, step=step)
+            ctx.on_dev_metric(value, step)
+
+    examples = ctx.data.train if ctx.train_examples is None else ctx.train_examples
+    outcome = ctx.backend.train_sft(ctx.peft_model, ctx.tok, examples, spec.train, ctx.scratch("checkpoints"),
+                                    on_log=ctx.log_rows("train", at_step=True), on_step=on_step)
+    ctx.add_training("sft", outcome, "train_log.jsonl")
