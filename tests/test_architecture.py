@@ -145,3 +145,15 @@ def test_shipped_experiment_fingerprints_are_unchanged(key):
     name, _, preset = key.partition(":")
     assert spec_fingerprint(load_spec(ROOT / "experiments" / f"{name}.yaml", preset=preset or None)) == \
         FINGERPRINTS[key]
+
+
+def test_a_new_stage_section_leaves_studies_that_do_not_use_it_alone(tmp_path):
+    """The GRPO section came after the studies above: absent, it is not in their fingerprint or manifest spec."""
+    from harness.spec import load_spec, spec_dump
+    from harness.grid.study import spec_fingerprint
+
+    plain = load_spec(ROOT / "experiments" / "quickstart.yaml")
+    assert "grpo" not in spec_dump(plain) and "dpo" in spec_dump(plain)  # legacy sections stay, as null
+    with_grpo = load_spec(ROOT / "experiments" / "quickstart.yaml", overrides={"grpo": {"max_steps": 1}})
+    assert spec_fingerprint(with_grpo) != spec_fingerprint(plain)
+    assert json.loads(json.dumps(spec_dump(with_grpo)))["grpo"]["max_steps"] == 1

@@ -109,6 +109,26 @@ def test_sft_vs_dpo_smoke_mines_dev_failures_and_compares_three_arms(tmp_path, h
     assert "dpo_vs_sft" in json.dumps(read_json(study / "report.json"))
 
 
+def test_sft_vs_grpo_smoke_rewards_with_the_task_scorer_and_compares_three_arms(tmp_path, harness_home):
+    proc, report = _run("sft_vs_grpo", tmp_path, harness_home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = tmp_path / "sft_vs_grpo-smoke"
+    results = _results(study)
+    assert len(results) == 2 and {r["status"] for r in results} == {"complete"}
+    for r in results:
+        m = r["metrics"]
+        assert {"base", "sft", "grpo"} <= set(m) and m["grpo"]["n"] == 6 and m["training"]["grpo"]["steps"] == 2
+        log = [json.loads(line) for line in (study / f"trial-{r['number']:04d}" / "grpo_log.jsonl").read_text().splitlines()]
+        assert log and all("rewards/field_accuracy/mean" in row and "rewards/json_valid/mean" in row for row in log)
+        manifest = read_json(study / f"trial-{r['number']:04d}" / "manifest.json")
+        assert manifest["final_arm"] == "grpo" and manifest["stage_pairs"] == [["grpo", "sft"]]
+        assert manifest["trainings"]["grpo"]["trainer"] == "GRPOTrainer"
+    assert report.returncode == 0, report.stderr[-3000:]
+    groups = json.dumps(read_json(study / "report.json"))
+    assert "grpo_vs_sft" in groups and "sft" in (study / "report.md").read_text()
+    layout.check(study, "sft_vs_grpo")
+
+
 def test_three_way_smoke_against_a_real_endpoint(tmp_path, harness_home, llama):
     proc, report = _run("three_way", tmp_path, harness_home, "--set", f"contestants.0.endpoint.url={llama.url}",
                         "--set", "contestants.0.endpoint.model=smollm2", "--set", "contestants.0.endpoint.api_key_env=null",

@@ -35,7 +35,7 @@ def _stage(name: str) -> stages.Stage:
 
 def test_every_stage_is_found_and_ordered_by_phase():
     names = [s.name for s in stages.all_stages()]
-    for expected in ("base_eval", "teacher_data", "sft", "dpo", "select", "final_eval", "quantize",
+    for expected in ("base_eval", "teacher_data", "sft", "dpo", "grpo", "select", "final_eval", "quantize",
                      "forgetting", "contestants"):
         assert expected in names
     phases = [s.phase for s in stages.all_stages()]
@@ -94,6 +94,12 @@ def test_a_contestant_named_like_an_arm_or_block_is_refused_naming_both(name, cl
     assert f"'{name}'" in str(e.value) and clash.split("'")[1] in str(e.value) and "contestants" in str(e.value)
 
 
+def test_two_stages_writing_one_arm_are_refused_naming_both(tmp_path):
+    path = _write_spec(tmp_path, {"dpo": {"max_steps": 1}, "grpo": {"max_steps": 1}})
+    with pytest.raises(SpecError, match="arm 'sft' is written by both stage 'dpo' and stage 'grpo'"):
+        load_spec(path)
+
+
 def test_unknown_training_method_lists_the_registered_ones(tmp_path):
     path = _write_spec(tmp_path, {"train": {"method": "kd", "max_steps": 1}})
     with pytest.raises(SpecError, match="train.method 'kd' is not a training method \\(registered: sft\\)"):
@@ -107,8 +113,8 @@ def test_pipeline_follows_the_spec_and_names_the_final_arm(tmp_path):
     assert names({}) == ["base_eval", "sft", "select", "final_eval"]
     assert names({"eval": {"compare_base": False, "limit": 3}}) == ["sft", "select", "final_eval"]
     assert names({"dpo": {}, "quantize": {}}) == ["base_eval", "sft", "dpo", "select", "final_eval", "quantize"]
-    spec = load_spec(_write_spec(tmp_path, {"dpo": {}}))
-    assert stages.final_arm(spec) == "dpo" and stages.stage_pairs(spec) == [("dpo", "sft")]
+    spec = load_spec(_write_spec(tmp_path, {"grpo": {}}))
+    assert stages.final_arm(spec) == "grpo" and stages.stage_pairs(spec) == [("grpo", "sft")]
     assert stages.final_arm(load_spec(_write_spec(tmp_path, {}))) == "tuned"
 
 
