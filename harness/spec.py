@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.distill import DistillSpec
 from harness.dpo import DPOSpec
@@ -185,6 +185,28 @@ class QuantizeSpec(_Strict):
     n_ctx: int | None = Field(None, gt=0)
 
 
+class ReportSpec(_Strict):
+    """How `harness report` reads the study; it changes no trial, so it is not part of the study's fingerprint."""
+
+    reference: dict[str, Any] = Field(
+        default_factory=dict, description="per grid factor, the level every other level is contrasted with "
+                                          "(default: the grid's first), e.g. {lora.r: 16}")
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _dotted(cls, value: Any) -> Any:
+        # `--set report.reference.lora.r=16` arrives nested as {lora: {r: 16}}: the factor is `lora.r`.
+        def flat(prefix: str, node: Any, out: dict[str, Any]) -> dict[str, Any]:
+            if isinstance(node, dict) and (not prefix or node):
+                for k, v in node.items():
+                    flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+            else:
+                out[prefix] = node
+            return out
+
+        return flat("", value, {}) if isinstance(value, dict) else value
+
+
 class ExperimentSpec(_Strict):
     name: str
     description: str = Field(description="the question this experiment answers, in one sentence")
@@ -201,6 +223,7 @@ class ExperimentSpec(_Strict):
     pricing: PricingSpec = Field(default_factory=PricingSpec)
     forgetting: ForgettingSpec | None = None
     quantize: QuantizeSpec | None = None
+    report: ReportSpec = Field(default_factory=ReportSpec)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)
