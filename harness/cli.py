@@ -180,12 +180,13 @@ def dashboard(name: str, preset: Optional[str] = PRESET, storage: Optional[str] 
 
 @app.command()
 def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
-           baseline: str = typer.Option("base", help="the arm every other arm is compared with")) -> None:
+           baseline: str = typer.Option("base", help="the arm every other arm is compared with"),
+           set_: Optional[list[str]] = SET) -> None:
     """Write results/NAME/report.md and report.json: significance-tested tables and figures."""
     from analysis import load_study
     from analysis.report import build_report, log_report_to_wandb
 
-    spec = _load(name, preset)
+    spec = _load(name, preset, set_)
     study_dir = _results_root(results) / spec.name
     labels = load_study(study_dir).arm_labels
     # Stage-on-stage comparisons the trials recorded, e.g. SFT+DPO vs the SFT it started from.
@@ -195,7 +196,8 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
                    if label.startswith(arm) and before + label[len(arm):] in labels]
         if matched:
             groups[f"{arm}_vs_{before}"] = matched
-    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric, groups=groups or None)
+    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric, groups=groups or None,
+                         reference=spec.report.reference)
     log_report_to_wandb(paths, spec.name, project=spec.tracking.project,
                         mode=None if spec.tracking.wandb == "auto" else spec.tracking.wandb)
     console.print(f"wrote {paths.markdown} and {paths.json}")

@@ -12,13 +12,14 @@ from pydantic import Field, ValidationError, create_model, model_validator
 from harness import stages
 from harness.stages import spec_dump
 from harness.config import (DataSpec, Distribution, EndpointSpec, EvalSpec, LoraSpec, ModelSpec, OptimArgs,
-                            PricingSpec, SearchSpec, TrackingSpec, TrainSpec, deep_merge, set_dotted)
+                            PricingSpec, ReportSpec, SearchSpec, TrackingSpec, TrainSpec, deep_merge,
+                            set_dotted)
 from harness.config.loading import _describe
 from harness.config.sections import _Strict
 from harness.errors import SpecError
 
 __all__ = ["DataSpec", "Distribution", "EndpointSpec", "EvalSpec", "ExperimentSpec", "LoraSpec", "ModelSpec",
-           "OptimArgs", "PricingSpec", "SearchSpec", "TrackingSpec", "TrainSpec", "deep_merge", "load_spec",
+           "OptimArgs", "PricingSpec", "ReportSpec", "SearchSpec", "TrackingSpec", "TrainSpec", "deep_merge", "load_spec",
            "set_dotted", "spec_dump", "validate_spec"]
 
 
@@ -33,6 +34,7 @@ class _CoreSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     pricing: PricingSpec = Field(default_factory=PricingSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)
