@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Fine-tune small LMs with LoRA/QLoRA and prove with statistics what each change did.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and freeze datasets.")
 app.add_typer(data_app, name="data")
+study_app = typer.Typer(no_args_is_help=True, help="Manage a study's storage.")
+app.add_typer(study_app, name="study")
 
 PRESET = typer.Option(None, "--preset", "-p", help="apply a named block of the spec's `presets:` (e.g. smoke)")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: results/NAME/study.db for one worker, "
@@ -59,7 +61,7 @@ def _storage(spec, storage: Optional[str], results: Optional[Path], workers: int
     study_dir = _results_root(results) / spec.name
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or local_storage(study_dir, workers)
-    check_storage(url, workers, migrate_hint=f"harness study migrate {spec.name} --to journal")
+    check_storage(url, workers, migrate_hint="" if storage else f"harness study migrate {spec.name} --to journal")
     return study_dir, url
 
 
@@ -175,18 +177,17 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
     study_dir = _results_root(results) / spec.name
     trials = study.get_trials(deepcopy=False)
     label = labeller(study.user_attrs.get("points") or [t.user_attrs.get("params", {}) for t in trials])
-    table = Table(title=f"study {spec.name}")
-    for col in ("trial", "state", "params", "where", f"base {spec.eval.metric}", f"final {spec.eval.metric}",
-                "time", "reason"):
-        table.add_column(col, no_wrap=col != "reason", overflow="ellipsis",
-                         max_width={"params": 32, "reason": 40}.get(col))
+    table = Table(title=f"study {spec.name}: {spec.eval.metric} on the held-out split", box=None)
+    for col in ("#", "state", "params", "where", "base", "final", "time", "reason"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width={"params": 10}.get(col),
+                         max_width={"params": 36, "where": 14, "reason": 40}.get(col))
     for t in trials:
         m = t.user_attrs.get("metrics", {})
         manifest_path = study_dir / trial_dir_name(t.number) / "manifest.json"
         final = final_arm(read_json(manifest_path) if manifest_path.exists() else {}, m)
         dur = t.user_attrs.get("duration_s")
-        table.add_row(str(t.number), t.state.name, label(t.user_attrs.get("params", {})), _where(t),
-                      _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} ({final})",
+        table.add_row(str(t.number), t.state.name.lower(), label(t.user_attrs.get("params", {})), _where(t),
+                      _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} {final}",
                       f"{dur:.0f}s" if dur else "–", _first_line(t.user_attrs["reason"], 40) if t.user_attrs.get("reason") else "")
     console.print(table)
 
@@ -330,6 +331,32 @@ def bench(arch: str = typer.Option("random:llama-3.2-1b", help="a random-init ar
     failed = result.get("error") or result.get("harness", {}).get("error")
     if failed:
         raise typer.Exit(1)
+
+
+@study_app.command("migrate")
+def study_migrate(name: str, to: str = typer.Option(..., "--to", help="journal, sqlite, or a storage URL "
+                                                                      "(e.g. postgresql+psycopg2://...)"),
+                  from_: Optional[str] = typer.Option(None, "--from", help="source URL (default: the local one)"),
+                  preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS) -> None:
+    """Copy a study with every trial to another storage (e.g. SQLite -> journal before a multi-worker launch)."""
+    from harness.grid import storage as st
+
+    spec = _load(name, preset)
+    study_dir = _results_root(results) / spec.name
+    source = from_ or st.local_storage(study_dir)
+    target = {"journal": st.journal_url(study_dir), "sqlite": st.sqlite_url(study_dir)}.get(to, to)
+    if target == source:
+        raise HarnessError(f"--to {to}: the study already lives there ({source})")
+    copied = st.migrate(spec.name, source, target)
+    moved = ""
+    for local in (st.sqlite_url(study_dir), st.journal_url(study_dir)):
+        if source == local:  # the local default must now find the new storage, not the old file
+            path = Path(local.split(":///", 1)[-1] if local.startswith("sqlite") else local[len(st.JOURNAL):])
+            path.rename(path.with_name(path.name + ".migrated"))
+            moved = f"; the old file is kept as {path.name}.migrated"
+    console.print(f"[green]migrated[/green] {spec.name}: {copied} trial(s) from {source} to {target}{moved}")
+    if target not in (st.sqlite_url(study_dir), st.journal_url(study_dir)):
+        console.print(f"use it with --storage {target}")
 
 
 @data_app.command("freeze")

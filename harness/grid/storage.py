@@ -53,8 +53,10 @@ def local_storage(study_dir: Path, workers: int = 1) -> str:
     return sqlite_url(study_dir)
 
 
-def check_storage(url: str, workers: int = 1, *, hosts: int = 1, migrate_hint: str = "") -> None:
-    """Refuse a storage that cannot take this launch's writers, saying what to use instead."""
+def check_storage(url: str, workers: int = 1, *, hosts: int = 1, migrate_hint: str = "",
+                  mounts: str | None = None) -> None:
+    """Refuse a storage that cannot take this launch's writers, saying what to use instead (`mounts`: the
+    text of /proc/mounts, read when None)."""
     family = kind(url)
     if family == "sqlite" and workers > 1:
         raise HarnessError(
@@ -66,24 +68,26 @@ def check_storage(url: str, workers: int = 1, *, hosts: int = 1, migrate_hint: s
             raise HarnessError(f"a journal file ({url}) serves one host; workers on {hosts} nodes need "
                                "PostgreSQL: --storage postgresql+psycopg2://USER@HOST:PORT/DB")
         path = Path(url[len(JOURNAL):])
-        fs = filesystem_type(path.parent)
+        fs = filesystem_type(path.parent, mounts)
         if fs in NETWORK_FS:
             raise HarnessError(f"the journal file {path} is on a network filesystem ({fs}), where its lock is not "
                                "reliable: put the results on local disk (--results /local/...) or use "
                                "PostgreSQL (--storage postgresql+psycopg2://...)")
 
 
-def filesystem_type(path: Path) -> str:
-    """The filesystem type of the mount that holds `path` (from /proc/mounts; "unknown" elsewhere)."""
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """The filesystem type of the mount that holds `path`, from `mounts` (default /proc/mounts; "unknown"
+    where there is none)."""
     path = Path(path).resolve()
-    while not path.exists():
+    while not path.exists() and path != path.parent:
         path = path.parent
     best, fstype = "", "unknown"
-    try:
-        lines = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return fstype
-    for line in lines:
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return fstype
+    for line in mounts.splitlines():
         parts = line.split()
         if len(parts) < 3:
             continue
