@@ -143,7 +143,8 @@ def _launch(name, preset, storage, results, sets, gpus, per_gpu, workers) -> Non
 @app.command()
 def worker(name: str, storage: str = typer.Option(..., "--storage", help="the study's storage URL"),
            preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
-           set_: Optional[list[str]] = SET) -> None:
+           set_: Optional[list[str]] = SET,
+           create: bool = typer.Option(False, "--create", help="create the study if no one has yet (Slurm tasks)")) -> None:
     """Join a running study from another process or machine and work through its queue."""
     from harness.backends.unsloth import import_first_if_present
 
@@ -152,9 +153,67 @@ def worker(name: str, storage: str = typer.Option(..., "--storage", help="the st
 
     spec = _load(name, preset, set_)
     study_dir, url = _storage(spec, storage, results)
-    study = open_study(spec, url, create=False)
+    study = open_study(spec, url, create=create)
     _preflight(spec, study)
     _exit_if_failed(run_worker(spec, study, study_dir))
+
+
+@app.command()
+def slurm(name: str, storage: str = typer.Option(..., "--storage", help="PostgreSQL URL every node can reach"),
+          nodes: int = typer.Option(1, help="nodes to allocate"),
+          gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (0: CPU tasks)"),
+          per_gpu: int = typer.Option(1, "--per-gpu", help="worker processes per GPU"),
+          partition: Optional[str] = typer.Option(None, help="sbatch --partition"),
+          time_: Optional[str] = typer.Option(None, "--time", help="sbatch --time, e.g. 04:00:00"),
+          cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="sbatch --cpus-per-task"),
+          sbatch_opt: Optional[list[str]] = typer.Option(None, "--sbatch", help="another sbatch option, e.g. "
+                                                         "--sbatch=--account=lab (repeatable)"),
+          preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS, set_: Optional[list[str]] = SET,
+          submit: bool = typer.Option(False, help="run sbatch and print the job id"),
+          out: Optional[Path] = typer.Option(None, help="where to write the script (default results/NAME/slurm.sh)")) -> None:
+    """Write a Slurm batch script that runs the study on N nodes x G GPUs (one `harness worker` per GPU)."""
+    from shutil import which
+
+    from harness.grid.slurm import SlurmJob, sbatch, write_script
+    from harness.grid.storage import check_storage, open_storage
+    from harness.grid.study import validate_search
+
+    spec = _load(name, preset, set_)
+    job = SlurmJob(experiment=name, storage=storage, results=_results_root(results), nodes=nodes,
+                   gpus_per_node=gpus_per_node, per_gpu=per_gpu, cpus_per_task=cpus_per_task, partition=partition,
+                   time=time_, preset=preset, sets=set_ or [], extra=sbatch_opt or [], name=spec.name)
+    job.check()
+    check_storage(storage, nodes * job.tasks_per_node, hosts=nodes)
+    open_storage(storage)  # a URL that does not answer fails here, not in every task
+    validate_search(spec)
+    path = write_script(job, (out or _results_root(results) / spec.name / "slurm.sh").absolute())
+    console.print(f"wrote {path} ({nodes} node(s) x {job.tasks_per_node} task(s))", highlight=False)
+    if which("sbatch"):
+        sbatch(path, test_only=True)  # Slurm refuses a bad option now, with its own message
+    if submit:
+        job_id = sbatch(path, test_only=False).splitlines()[-1].split(";")[0]
+        console.print(f"submitted job {job_id}; follow it with `harness status {name} --storage ...`")
+        print(job_id)  # stdout: for scripts
+
+
+@app.command()
+def plan(name: str, gpus: int = typer.Option(1, "--gpus", help="how many GPUs the grid will run on"),
+         device: str = typer.Option("h100", help="h100, h200, a100, gb10 or cpu"),
+         preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE, results: Optional[Path] = RESULTS,
+         set_: Optional[list[str]] = SET) -> None:
+    """Before launching: the grid's size, each point's memory and tokens, time on N GPUs and its price."""
+    import optuna
+
+    from harness.grid.plan import format_plan, plan_grid
+    from harness.grid.storage import open_storage
+
+    spec = _load(name, preset, set_)
+    study_dir, url = _storage(spec, storage, results)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+    except KeyError:
+        study = None
+    print(format_plan(plan_grid(spec, device, gpus, _results_root(results), study), spec.name))
 
 
 @app.command()

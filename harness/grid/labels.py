@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 SHORT = {"learning_rate": "lr", "load_in_4bit": "4bit", "gradient_checkpointing": "gc", "batch_size": "bs",
-         "max_length": "len", "target_modules": "targets"}
+         "max_length": "len", "target_modules": "targets", "alpha_policy": "alpha"}
 
 
 def varying_keys(points: Iterable[dict[str, Any]]) -> list[str]:

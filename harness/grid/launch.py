@@ -135,8 +135,9 @@ def launch(study: optuna.Study, slots: list[Slot], command: list[str], log_dir: 
     try:
         for slot in slots:
             workers.append(_spawn(slot, command, log_dir))
-        out(f"{len(slots)} worker(s): " + ", ".join(f"{w.slot.label} pid {w.proc.pid}" for w in workers)
-            + f"; logs in {log_dir}")
+        out(f"{len(slots)} worker(s), each logging to {log_dir}/worker-<slot>.log:")
+        for w in workers:
+            out(f"  {w.slot.label}: slot {w.slot.index}, pid {w.proc.pid}")
         while not stop:
             for w in workers:
                 if w.ended():
