@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from cli_runner import harness
 from harness.errors import HarnessError
 from harness.grid import storage as st
-from harness.grid.gpus import parse_apps, parse_gpus, plan_slots
+from harness.grid.gpus import parse_apps, parse_gpus, plan_slots, select
 from harness.grid.labels import compact, labeller, varying_keys
 from test_study import completed_points, tiny_spec
 
@@ -73,6 +73,16 @@ def test_nvidia_smi_rows_are_read_as_gpus_and_their_processes():
     assert [(g.index, g.uuid, g.memory_used_mib) for g in gpus] == [(0, "GPU-aaa", 1), (1, "GPU-bbb", 40000)]
     assert parse_apps(SMI_APPS) == {"GPU-bbb": [(4242, "/usr/bin/python3", 39990)]}
     assert parse_gpus("0, GPU-c, NVIDIA GB10, [N/A], [N/A]")[0].memory_total_mib == 0  # unified memory
+
+
+def test_gpus_names_only_gpus_the_node_has():
+    node = parse_gpus("".join(f"{i}, GPU-{i}, NVIDIA H100, 0, 81559\n" for i in range(8)))
+    assert [g.index for g in select("all", node)] == list(range(8))
+    assert [g.index for g in select("0,1,3", node)] == [0, 1, 3]
+    with pytest.raises(HarnessError, match="no GPU 9 on this node; it has 8 \\(0, 1, 2, 3, 4, 5, 6, 7\\)"):
+        select("9", node)
+    with pytest.raises(HarnessError, match="expected all or GPU indices"):
+        select("two", node)
 
 
 # ---------------------------------------------------------------- storage choice
@@ -154,7 +164,7 @@ def test_two_workers_share_one_grid_each_point_once_then_the_study_migrates(tmp_
 
     status = harness("status", str(spec_path), "--results", str(results), env=_env(harness_home))
     assert status.returncode == 0, status.stderr
-    rows = [line for line in status.stdout.splitlines() if "complete" in line]
+    rows = [line for line in (status.stdout + status.stderr).splitlines() if "complete" in line]
     assert len(rows) == 4 and all("/cpu" in row and "seed=" in row for row in rows)
 
     moved = harness("study", "migrate", str(spec_path), "--to", "sqlite", "--results", str(results),

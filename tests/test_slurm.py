@@ -108,4 +108,4 @@ def test_a_cpu_grid_submitted_as_slurm_tasks_runs_every_point_exactly_once(tmp_p
     assert {w["slurm_job"] for w in workers} == {job_id} and all(w.get("node") for w in workers)
     assert len({w["slurm_task"] for w in workers}) == 2  # both tasks took trials
     status = harness("status", str(spec_path), "--storage", PG, "--results", str(results))
-    assert all(f"{workers[0]['node']}/cpu" in line for line in status.stdout.splitlines() if "complete" in line)
+    assert all(f"{workers[0]['node']}/cpu" in line for line in (status.stdout + status.stderr).splitlines() if "complete" in line)

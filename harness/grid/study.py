@@ -278,6 +278,10 @@ def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worke
             params = _sampled_params(spec, study, trial)
         trial.set_user_attr("params", params)
         trial.set_user_attr("worker", worker_identity())
+        earlier = study._storage.get_trial(trial._trial_id).user_attrs.get("reason")
+        if earlier:  # a re-queued copy carries its failed original's attributes: that reason is not this run's
+            trial.set_user_attr("earlier_reason", earlier)
+            trial.set_user_attr("reason", "")
         console.rule(f"[bold]{spec.name} · {trial_dir_name(trial.number)} · {params}")
         study_dir.mkdir(parents=True, exist_ok=True)
         with _Heartbeat(study, trial._trial_id):
