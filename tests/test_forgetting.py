@@ -254,7 +254,7 @@ def test_rows_match_lm_eval_accuracy(tiny_eval):
 
 
 @pytest.mark.slow
-def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home):
+def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home, capsys):
     """Baseline random:tiny vs a trial whose (untrained) adapter leaves it unchanged: exit 0, Δ = 0."""
     require(HAVE_BENCHMARKS, WHY)
     from harness.capabilities.regress import regress_command
@@ -263,6 +263,7 @@ def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home):
     out = tmp_path / "regress"
     code = regress_command("random:tiny", str(trial), "arc_easy_local,piqa_local", limit=8, out=out)
     assert code == 0
+    assert "candidate: trial-0001 of study: trial=1" in capsys.readouterr().err  # its params, one short line
     report = json.loads((out / "regress.json").read_text())
     assert report["exit_code"] == 0 and report["regressed_tasks"] == []
     for c in report["comparisons"]:

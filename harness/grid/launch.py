@@ -96,7 +96,7 @@ class Display:
                      for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                      if t.datetime_start and t.datetime_complete]
         if not durations:
-            return "ETA after the first trial"
+            return "ETA: after a trial"
         left = c["waiting"] + c["running"]
         return f"ETA {_clock(sum(durations) / len(durations) * left / max(1, min(self.slots, left or 1)))}"
 
