@@ -167,16 +167,20 @@ def test_two_workers_share_one_grid_each_point_once_then_the_study_migrates(tmp_
     rows = [line for line in (status.stdout + status.stderr).splitlines() if "complete" in line]
     assert len(rows) == 4 and all("/cpu" in row and "seed=" in row for row in rows)
 
+    before = [(t.number, t.state, t.user_attrs["params"]) for t in study.trials]
     moved = harness("study", "migrate", str(spec_path), "--to", "sqlite", "--results", str(results),
                     env=_env(harness_home))
     assert moved.returncode == 0, moved.stderr
     assert (study_dir / "study.db").exists() and (study_dir / "study.journal.migrated").exists()
     copy = optuna.load_study(study_name="tiny", storage=st.sqlite_url(study_dir))
-    assert [(t.number, t.state, t.user_attrs["params"]) for t in copy.trials] == \
-        [(t.number, t.state, t.user_attrs["params"]) for t in study.trials]
-    again = harness("study", "migrate", str(spec_path), "--to", "journal", "--results", str(results),
-                    "--from", st.sqlite_url(study_dir), env=_env(harness_home))
-    assert again.returncode == 2 and "already holds" in again.stdout + again.stderr
+    assert [(t.number, t.state, t.user_attrs["params"]) for t in copy.trials] == before
+    again = harness("study", "migrate", str(spec_path), "--to", "sqlite", "--results", str(results),
+                    env=_env(harness_home))
+    assert again.returncode == 2 and "already lives there" in again.stdout + again.stderr
+    other = st.journal_url(tmp_path / "elsewhere")
+    assert st.migrate("tiny", st.sqlite_url(study_dir), other) == 4
+    with pytest.raises(HarnessError, match="already holds a study 'tiny'"):
+        st.migrate("tiny", st.sqlite_url(study_dir), other)
 
 
 def _wait_running(results: Path, n: int, proc: subprocess.Popen, timeout: float = 600) -> optuna.Study:
