@@ -12,7 +12,6 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.backends.memory_plan import GIB, ModelShape, plan_checkpointing
 from harness.errors import HarnessError

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from harness.errors import HarnessError
+
+# Heartbeats and stale-trial retries are what make grids resumable; Optuna labels them experimental.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 HEARTBEAT_S = int(os.environ.get("HARNESS_HEARTBEAT_S", "30"))
 GRACE_S = int(os.environ.get("HARNESS_GRACE_S", str(HEARTBEAT_S * 4)))

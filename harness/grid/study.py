@@ -18,7 +18,6 @@ import threading
 import time
 import traceback
 import typing
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,6 @@ from harness.results import TrialResult, trial_dir_name
 from harness.spec import ExperimentSpec, set_dotted, spec_dump, validate_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats and stale-trial retries are what make grids resumable; Optuna labels them experimental.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 
