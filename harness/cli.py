@@ -246,7 +246,7 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
         final = final_arm(read_json(manifest_path) if manifest_path.exists() else {}, m)
         dur = t.user_attrs.get("duration_s")
         table.add_row(str(t.number), t.state.name.lower(), label(t.user_attrs.get("params", {})), _where(t),
-                      _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} {final}",
+                      _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} ({final})",
                       f"{dur:.0f}s" if dur else "–", _first_line(t.user_attrs["reason"], 40) if t.user_attrs.get("reason") else "")
     console.print(table)
 
