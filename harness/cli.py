@@ -17,9 +17,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Fine-tune small LMs with LoRA/QLoRA and prove with statistics what each change did.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and freeze datasets.")
 app.add_typer(data_app, name="data")
+study_app = typer.Typer(no_args_is_help=True, help="Manage a study's storage.")
+app.add_typer(study_app, name="study")
 
 PRESET = typer.Option(None, "--preset", "-p", help="apply a named block of the spec's `presets:` (e.g. smoke)")
-STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite at results/NAME/study.db)")
+STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: results/NAME/study.db for one worker, "
+                       "a journal file results/NAME/study.journal for several; PostgreSQL across nodes)")
 RESULTS = typer.Option(None, "--results", help="results root (default: $HARNESS_RESULTS or ./results)")
 SET = typer.Option(None, "--set", help="override a spec field: --set train.learning_rate=1e-4 (repeatable)")
 
@@ -51,12 +54,15 @@ def _load(name: str, preset: Optional[str], sets: Optional[list[str]] = None):
     return spec
 
 
-def _storage(spec, storage: Optional[str], results: Optional[Path]) -> tuple[Path, str]:
-    from harness.grid.study import default_storage
+def _storage(spec, storage: Optional[str], results: Optional[Path], workers: int = 1) -> tuple[Path, str]:
+    """The study folder and storage URL: the one given (checked for `workers` writers), else the local one."""
+    from harness.grid.storage import check_storage, local_storage
 
     study_dir = _results_root(results) / spec.name
     study_dir.mkdir(parents=True, exist_ok=True)
-    return study_dir, storage or default_storage(study_dir)
+    url = storage or local_storage(study_dir, workers)
+    check_storage(url, workers, migrate_hint="" if storage else f"harness study migrate {spec.name} --to journal")
+    return study_dir, url
 
 
 @app.command("list")
@@ -85,8 +91,19 @@ def check(name: str, preset: Optional[str] = PRESET, set_: Optional[list[str]] =
 @app.command()
 def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE,
         results: Optional[Path] = RESULTS, set_: Optional[list[str]] = SET,
-        max_trials: Optional[int] = typer.Option(None, help="stop after this many trials (the rest stay queued)")) -> None:
-    """Start or resume an experiment's study and run its trials until the grid is done."""
+        max_trials: Optional[int] = typer.Option(None, help="stop after this many trials (the rest stay queued)"),
+        gpus: Optional[str] = typer.Option(None, help="one worker process per GPU: all, or indices such as 0,1,3"),
+        per_gpu: int = typer.Option(1, "--per-gpu", help="worker processes per GPU (small models on a big GPU)"),
+        workers: Optional[int] = typer.Option(None, help="N worker processes without GPUs (CPU)")) -> None:
+    """Start or resume an experiment's study and run its trials until the grid is done.
+
+    With --gpus or --workers, one worker process per slot works on the same study (see `harness.grid.launch`)."""
+    if gpus is not None or workers is not None or per_gpu != 1:
+        if gpus is None and per_gpu != 1:
+            raise HarnessError("--per-gpu applies to --gpus")
+        if max_trials is not None:
+            raise HarnessError("--max-trials applies to a single-process run (without --gpus or --workers)")
+        return _launch(name, preset, storage, results, set_ or [], gpus, per_gpu, workers)
     from harness.backends.unsloth import import_first_if_present
 
     import_first_if_present()
@@ -101,10 +118,33 @@ def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STOR
     _exit_if_failed(done)
 
 
+def _launch(name, preset, storage, results, sets, gpus, per_gpu, workers) -> None:
+    """Every check before a worker starts; then the launch; then the same table as a single run."""
+    from harness.grid.gpus import plan_slots
+    from harness.grid.launch import launch, worker_command
+    from harness.grid.study import open_study
+
+    slots = plan_slots(gpus, per_gpu, workers, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+    spec = _load(name, preset, sets)
+    study_dir, url = _storage(spec, storage, results, workers=len(slots))
+    study = open_study(spec, url, create=True)
+    _preflight(spec, study)
+    outcome = launch(study, slots, worker_command(name, url, _results_root(results), preset, sets),
+                     study_dir / "logs", out=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    _print_verdict(study_dir)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.counts["failed"]:
+        console.print(f"[red]{outcome.counts['failed']} trial(s) failed[/red]; the others are recorded. "
+                      "`harness status` shows why.")
+        raise typer.Exit(1)
+
+
 @app.command()
 def worker(name: str, storage: str = typer.Option(..., "--storage", help="the study's storage URL"),
            preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
-           set_: Optional[list[str]] = SET) -> None:
+           set_: Optional[list[str]] = SET,
+           create: bool = typer.Option(False, "--create", help="create the study if no one has yet (Slurm tasks)")) -> None:
     """Join a running study from another process or machine and work through its queue."""
     from harness.backends.unsloth import import_first_if_present
 
@@ -113,9 +153,67 @@ def worker(name: str, storage: str = typer.Option(..., "--storage", help="the st
 
     spec = _load(name, preset, set_)
     study_dir, url = _storage(spec, storage, results)
-    study = open_study(spec, url, create=False)
+    study = open_study(spec, url, create=create)
     _preflight(spec, study)
     _exit_if_failed(run_worker(spec, study, study_dir))
+
+
+@app.command()
+def slurm(name: str, storage: str = typer.Option(..., "--storage", help="PostgreSQL URL every node can reach"),
+          nodes: int = typer.Option(1, help="nodes to allocate"),
+          gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (0: CPU tasks)"),
+          per_gpu: int = typer.Option(1, "--per-gpu", help="worker processes per GPU"),
+          partition: Optional[str] = typer.Option(None, help="sbatch --partition"),
+          time_: Optional[str] = typer.Option(None, "--time", help="sbatch --time, e.g. 04:00:00"),
+          cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="sbatch --cpus-per-task"),
+          sbatch_opt: Optional[list[str]] = typer.Option(None, "--sbatch", help="another sbatch option, e.g. "
+                                                         "--sbatch=--account=lab (repeatable)"),
+          preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS, set_: Optional[list[str]] = SET,
+          submit: bool = typer.Option(False, help="run sbatch and print the job id"),
+          out: Optional[Path] = typer.Option(None, help="where to write the script (default results/NAME/slurm.sh)")) -> None:
+    """Write a Slurm batch script that runs the study on N nodes x G GPUs (one `harness worker` per GPU)."""
+    from shutil import which
+
+    from harness.grid.slurm import SlurmJob, sbatch, write_script
+    from harness.grid.storage import check_storage, open_storage
+    from harness.grid.study import validate_search
+
+    spec = _load(name, preset, set_)
+    job = SlurmJob(experiment=name, storage=storage, results=_results_root(results), nodes=nodes,
+                   gpus_per_node=gpus_per_node, per_gpu=per_gpu, cpus_per_task=cpus_per_task, partition=partition,
+                   time=time_, preset=preset, sets=set_ or [], extra=sbatch_opt or [], name=spec.name)
+    job.check()
+    check_storage(storage, nodes * job.tasks_per_node, hosts=nodes)
+    open_storage(storage)  # a URL that does not answer fails here, not in every task
+    validate_search(spec)
+    path = write_script(job, (out or _results_root(results) / spec.name / "slurm.sh").absolute())
+    console.print(f"wrote {path} ({nodes} node(s) x {job.tasks_per_node} task(s))", highlight=False)
+    if which("sbatch"):
+        sbatch(path, test_only=True)  # Slurm refuses a bad option now, with its own message
+    if submit:
+        job_id = sbatch(path, test_only=False).splitlines()[-1].split(";")[0]
+        console.print(f"submitted job {job_id}; follow it with `harness status {name} --storage ...`")
+        print(job_id)  # stdout: for scripts
+
+
+@app.command()
+def plan(name: str, gpus: int = typer.Option(1, "--gpus", help="how many GPUs the grid will run on"),
+         device: str = typer.Option("h100", help="h100, h200, a100, gb10 or cpu"),
+         preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE, results: Optional[Path] = RESULTS,
+         set_: Optional[list[str]] = SET) -> None:
+    """Before launching: the grid's size, each point's memory and tokens, time on N GPUs and its price."""
+    import optuna
+
+    from harness.grid.plan import format_plan, plan_grid
+    from harness.grid.storage import open_storage
+
+    spec = _load(name, preset, set_)
+    study_dir, url = _storage(spec, storage, results)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+    except KeyError:
+        study = None
+    print(format_plan(plan_grid(spec, device, gpus, _results_root(results), study), spec.name))
 
 
 @app.command()
@@ -132,20 +230,34 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
         study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
     except KeyError:
         raise HarnessError(f"no study '{spec.name}' yet in {url}: start it with `harness run {name}`")
+    from harness.grid.labels import labeller
     from harness.results import final_arm, read_json, trial_dir_name
 
     study_dir = _results_root(results) / spec.name
-    table = Table("trial", "state", "params", f"base {spec.eval.metric}", f"final {spec.eval.metric}",
-                  "duration", "reason", title=f"study {spec.name}")
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    label = labeller(study.user_attrs.get("points") or [t.user_attrs.get("params", {}) for t in trials])
+    table = Table(title=f"study {spec.name}: {spec.eval.metric} on the held-out split", box=None)
+    for col in ("#", "state", "params", "where", "base", "final", "time", "reason"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width={"params": 10}.get(col),
+                         max_width={"params": 36, "where": 14, "reason": 40}.get(col))
+    for t in trials:
         m = t.user_attrs.get("metrics", {})
         manifest_path = study_dir / trial_dir_name(t.number) / "manifest.json"
         final = final_arm(read_json(manifest_path) if manifest_path.exists() else {}, m)
         dur = t.user_attrs.get("duration_s")
-        table.add_row(str(t.number), t.state.name, str(t.user_attrs.get("params", t.system_attrs.get("fixed_params", ""))),
+        table.add_row(str(t.number), t.state.name.lower(), label(t.user_attrs.get("params", {})), _where(t),
                       _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} ({final})",
-                      f"{dur:.0f}s" if dur else "–", t.user_attrs.get("reason", ""))
+                      f"{dur:.0f}s" if dur else "–", _first_line(t.user_attrs["reason"], 40) if t.user_attrs.get("reason") else "")
     console.print(table)
+
+
+def _where(trial) -> str:
+    """node/gpu (or host/cpu) that ran a trial."""
+    w = trial.user_attrs.get("worker") or {}
+    if not w:
+        return "–"
+    device = f"gpu{w['gpu']}" if w.get("gpu") not in (None, "") else "cpu"
+    return f"{w.get('node') or w.get('host', '?')}/{device}"
 
 
 def _metric(metrics: dict, arm: str, name: str) -> str:
@@ -282,6 +394,32 @@ def bench(arch: str = typer.Option("random:llama-3.2-1b", help="a random-init ar
         raise typer.Exit(1)
 
 
+@study_app.command("migrate")
+def study_migrate(name: str, to: str = typer.Option(..., "--to", help="journal, sqlite, or a storage URL "
+                                                                      "(e.g. postgresql+psycopg2://...)"),
+                  from_: Optional[str] = typer.Option(None, "--from", help="source URL (default: the local one)"),
+                  preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS) -> None:
+    """Copy a study with every trial to another storage (e.g. SQLite -> journal before a multi-worker launch)."""
+    from harness.grid import storage as st
+
+    spec = _load(name, preset)
+    study_dir = _results_root(results) / spec.name
+    source = from_ or st.local_storage(study_dir)
+    target = {"journal": st.journal_url(study_dir), "sqlite": st.sqlite_url(study_dir)}.get(to, to)
+    if target == source:
+        raise HarnessError(f"--to {to}: the study already lives there ({source})")
+    copied = st.migrate(spec.name, source, target)
+    moved = ""
+    for local in (st.sqlite_url(study_dir), st.journal_url(study_dir)):
+        if source == local:  # the local default must now find the new storage, not the old file
+            path = Path(local.split(":///", 1)[-1] if local.startswith("sqlite") else local[len(st.JOURNAL):])
+            path.rename(path.with_name(path.name + ".migrated"))
+            moved = f"; the old file is kept as {path.name}.migrated"
+    console.print(f"[green]migrated[/green] {spec.name}: {copied} trial(s) from {source} to {target}{moved}")
+    if target not in (st.sqlite_url(study_dir), st.journal_url(study_dir)):
+        console.print(f"use it with --storage {target}")
+
+
 @data_app.command("freeze")
 def data_freeze(name: str, preset: Optional[str] = PRESET,
                 force: bool = typer.Option(False, help="re-freeze a held-out split that changed (deliberately)")) -> None:
@@ -326,24 +464,26 @@ def _exit_if_failed(results) -> None:
 
 
 def _print_verdict(study_dir: Path) -> None:
-    from harness.results import RESULT_FILE, TrialResult
+    from harness.grid.labels import labeller
+    from harness.results import RESULT_FILE, TrialResult, trial_dir_name
 
     failures: list[str] = []
-    table = Table("trial", "params", "arm", "json valid", "field accuracy", "exact match", "tokens/s",
-                  title="every arm on the frozen held-out split")
-    for trial_dir in sorted(study_dir.glob("trial-*")):
-        result = TrialResult.read(trial_dir)
-        if result is None:
-            continue
+    table = Table(title="every arm on the frozen held-out split")
+    for col in ("trial", "params", "arm", "json valid", "field acc", "exact", "tok/s"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=28 if col == "params" else None)
+    results = [r for r in (TrialResult.read(d) for d in sorted(study_dir.glob("trial-*"))) if r is not None]
+    label = labeller([r.params for r in results])
+    for result in results:
+        trial_dir = study_dir / trial_dir_name(result.number)
         if result.status != "complete":  # the reason gets one line under the table, not the metric columns
-            table.add_row(str(result.number), str(result.params), f"[red]{result.status}[/red]", "–", "–", "–", "–")
+            table.add_row(str(result.number), label(result.params), f"[red]{result.status}[/red]", "–", "–", "–", "–")
             failures.append(f"trial {result.number} {result.status}: {_first_line(result.reason)} "
                             f"(why in full: {trial_dir / RESULT_FILE})")
             continue
         for arm, m in result.metrics.items():
             if isinstance(m, dict) and "n" in m:  # eval arms; cost, teacher and dpo are not arms
                 pct = lambda k: f"{100 * m[k]:.1f}%" if k in m else "–"
-                table.add_row(str(result.number), str(result.params), arm, pct("json_valid"), pct("field_accuracy"),
+                table.add_row(str(result.number), label(result.params), arm, pct("json_valid"), pct("field_accuracy"),
                               pct("exact_match"), f"{m.get('tokens_per_s', float('nan')):.1f}")
     console.print(table)
     for line in failures:

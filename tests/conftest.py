@@ -18,6 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+# The developers' checkout has the benchmark subsets beside it; a user's clone installs them (README).
+if (SHARED / "data" / "benchmarks").is_dir():
+    os.environ.setdefault("HARNESS_BENCHMARKS", str(SHARED / "data" / "benchmarks"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

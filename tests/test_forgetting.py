@@ -27,7 +27,7 @@ EXPECTED_DOCS = {
 @pytest.fixture(autouse=True)
 def _default_benchmarks(monkeypatch):
     """Every test reads the shared subsets unless it points elsewhere itself."""
-    monkeypatch.delenv("HARNESS_BENCHMARKS", raising=False)
+    monkeypatch.setenv("HARNESS_BENCHMARKS", str(BENCHMARKS))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -254,7 +254,7 @@ def test_rows_match_lm_eval_accuracy(tiny_eval):
 
 
 @pytest.mark.slow
-def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home):
+def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home, capsys):
     """Baseline random:tiny vs a trial whose (untrained) adapter leaves it unchanged: exit 0, Δ = 0."""
     require(HAVE_BENCHMARKS, WHY)
     from harness.capabilities.regress import regress_command
@@ -263,6 +263,7 @@ def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home):
     out = tmp_path / "regress"
     code = regress_command("random:tiny", str(trial), "arc_easy_local,piqa_local", limit=8, out=out)
     assert code == 0
+    assert "candidate: trial-0001 of study: trial=1" in capsys.readouterr().err  # its params, one short line
     report = json.loads((out / "regress.json").read_text())
     assert report["exit_code"] == 0 and report["regressed_tasks"] == []
     for c in report["comparisons"]:
@@ -382,3 +383,15 @@ def test_render_table_states_the_test():
     text = console.export_text()
     assert "REGRESSION" in text and "two-sided exact McNemar" in text and "Holm" in text
     assert report.exit_code == 1
+
+
+def test_local_task_without_its_data_offline_says_both_ways_to_get_it(tmp_path, monkeypatch):
+    from harness.capabilities.evaluate import resolve_tasks
+
+    monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path))
+    with pytest.raises(HarnessError) as e:
+        resolve_tasks(["arc_easy_local", "piqa_local"])
+    message = " ".join(str(e.value).split())
+    assert "Two ways" in message and "HARNESS_BENCHMARKS" in message and str(tmp_path) in message
+    assert "arc_easy_local -> arc_easy" in message and "piqa_local -> piqa" in message
+    assert "HF_HUB_OFFLINE unset" in message

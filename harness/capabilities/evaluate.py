@@ -8,8 +8,9 @@ and the analysis pairs them item by item (`harness.capabilities.regress`, and `f
 Tasks are named as lm-eval names them:
 
 * the harness's own tasks (`arc_easy_local`, ..., see `harness/lm_tasks/`) read real benchmark
-  subsets from local files under `$HARNESS_BENCHMARKS` (default `<repo>/../shared/data/benchmarks`);
-  they work offline;
+  subsets from local files under `$HARNESS_BENCHMARKS` (default `$HARNESS_HOME/benchmarks`);
+  they work offline; without those files, lm-eval's own task of the same benchmark (`arc_easy` for
+  `arc_easy_local`) runs instead when the Hub is reachable;
 * a registered lm-eval task (`arc_easy`, `mmlu`, ...) is used as is, but only when the Hugging Face
   Hub can be reached (lm-eval downloads its data from there): with `HF_HUB_OFFLINE` set, or no
   answer from the Hub, such a name is a `HarnessError` that lists the local tasks;
@@ -41,11 +42,14 @@ from typing import Any, Iterator
 
 from harness.errors import HarnessError
 from harness.capabilities.lm_tasks import (
+    BENCHMARKS_ENV,
     TASKS_DIR,
     benchmarks_root,
+    default_benchmarks_root,
     describe_local_tasks,
     local_task_names,
     task_config,
+    task_data_files,
 )
 from harness.results import RESULT_FILE, read_json, read_jsonl, write_json, write_jsonl
 
@@ -58,6 +62,7 @@ LOCAL_EQUIVALENTS = {
     "mmlu_high_school_mathematics": "mmlu_high_school_mathematics_local",
     "mmlu_high_school_us_history": "mmlu_high_school_us_history_local",
 }
+HUB_EQUIVALENTS = {local: hub for hub, local in LOCAL_EQUIVALENTS.items()}
 LM_EVAL_DIR = "lm_eval"
 SUMMARY_FILE = "summary.json"
 
@@ -106,6 +111,8 @@ def resolve_tasks(tasks: list[str], *, cache_dir: Path | None = None) -> list[st
     if len(set(names)) != len(names):
         raise HarnessError(f"a task is named twice: {', '.join(names)}")
     local = set(local_task_names())
+    _check_local_data([n for n in names if n in local])
+    names = [_hub_instead(n) if n in local else n for n in names]
     remote = [n for n in names if n not in local and not _is_yaml_path(n)]
     if remote:
         if not hub_reachable():
@@ -121,6 +128,37 @@ def resolve_tasks(tasks: list[str], *, cache_dir: Path | None = None) -> list[st
                 + f". Local tasks: {', '.join(sorted(local))}")
     return [task_config(n, cache_dir=cache_dir) if n in local else str(Path(n).resolve()) if _is_yaml_path(n) else n
             for n in names]
+
+
+def _has_data(name: str) -> bool:
+    return all(p.is_file() for p in task_data_files(name).values())
+
+
+def _hub_instead(name: str) -> str:
+    """A local task whose files are absent: lm-eval's own task of the same benchmark (checked reachable)."""
+    if _has_data(name):
+        return name
+    from harness.progress import console
+
+    console.print(f"[yellow]{name}: no local data under {benchmarks_root()}; running lm-eval's "
+                  f"{HUB_EQUIVALENTS[name]} from the Hub instead[/yellow]")
+    return HUB_EQUIVALENTS[name]
+
+
+def _check_local_data(names: list[str]) -> None:
+    """Every local task has its data, or can fall back to the Hub; else a HarnessError saying both ways."""
+    missing = [n for n in names if not _has_data(n)]
+    if not missing or (all(n in HUB_EQUIVALENTS for n in missing) and hub_reachable()):
+        return
+    hub = [f"{n} -> {HUB_EQUIVALENTS[n]}" for n in missing if n in HUB_EQUIVALENTS]
+    offline = any(_truthy(os.environ.get(v)) for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    raise HarnessError(
+        f"the benchmark subsets of {', '.join(missing)} are not under {benchmarks_root()}. Two ways to run them: "
+        f"(1) set ${BENCHMARKS_ENV} to a folder that holds the subsets, or copy them to {default_benchmarks_root()} "
+        "(README: 'Benchmark data'); (2) let lm-eval download the same benchmark from the Hub"
+        + (f" ({'; '.join(hub)})" if hub else " (no lm-eval equivalent for these)")
+        + (", which needs HF_HUB_OFFLINE unset" if offline else ", which needs the Hugging Face Hub reachable")
+        + ", or name the lm-eval task directly.")
 
 
 @functools.lru_cache(maxsize=2)

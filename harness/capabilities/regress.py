@@ -118,6 +118,17 @@ def render_table(report: RegressionReport):
     return table
 
 
+def _trial_line(role: str, ref: str) -> str | None:
+    """`candidate: trial-0003 of rank_ablation: r=8 alpha=2r seed=1` for a trial directory, else None."""
+    from harness.grid.labels import compact
+    from harness.results import RESULT_FILE, read_json
+
+    path = Path(ref)
+    if not (path / RESULT_FILE).is_file():
+        return None
+    return f"{role}: {path.name} of {path.absolute().parent.name}: {compact(read_json(path / RESULT_FILE).get('params'))}"
+
+
 def regress_command(baseline: str, candidate: str, tasks: str, tolerance: float = 0.02, alpha: float = 0.05,
                     limit: int | None = None, out: Path | None = Path("results") / "regress",
                     batch_size: int = 8, correction: str = "holm") -> int:
@@ -136,6 +147,10 @@ def regress_command(baseline: str, candidate: str, tasks: str, tolerance: float 
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
         return 2
     console.print(render_table(report))
+    for role, ref in (("baseline", baseline), ("candidate", candidate)):
+        line = _trial_line(role, ref)
+        if line:
+            console.print(line, highlight=False)
     if report.regressions:
         console.print(f"[bold red]regression[/bold red] on {', '.join(c.task for c in report.regressions)}")
     else:

@@ -18,25 +18,22 @@ import threading
 import time
 import traceback
 import typing
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from harness.errors import HarnessError, SpecError, Unavailable
+from harness.grid.storage import HEARTBEAT_S, open_storage, sqlite_url
 from harness.results import TrialResult, trial_dir_name
 from harness.spec import ExperimentSpec, set_dotted, spec_dump, validate_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats and stale-trial retries are what make grids resumable; Optuna labels them experimental.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-HEARTBEAT_S = int(os.environ.get("HARNESS_HEARTBEAT_S", "30"))
-GRACE_S = int(os.environ.get("HARNESS_GRACE_S", str(HEARTBEAT_S * 4)))
 
 
 @dataclass(frozen=True)
@@ -114,26 +111,7 @@ def spec_fingerprint(spec: ExperimentSpec) -> str:
 def default_storage(study_dir: Path) -> str:
     """SQLite in the study's results folder (created if needed)."""
     Path(study_dir).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(study_dir / 'study.db').resolve()}"
-
-
-def open_storage(url: str, attempts: int = 5) -> RDBStorage:
-    """Optuna's RDB storage with heartbeats. Workers started together on an empty database race to
-    create Optuna's schema; the loser sees "already exists" and simply opens it on the next try."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    for attempt in range(attempts):
-        try:
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                              engine_kwargs={"pool_pre_ping": True})
-        except (IntegrityError, ProgrammingError) as e:
-            if "already exists" not in str(e) or attempt == attempts - 1:
-                raise HarnessError(f"cannot open the study storage '{url}': {type(e).__name__}: {e}") from e
-            time.sleep(0.5 * (attempt + 1))
-        except Exception as e:  # sqlalchemy raises many kinds; all mean the same to the user
-            raise HarnessError(f"cannot open the study storage '{url}': {type(e).__name__}: {e}") from e
-    raise AssertionError("unreachable")
+    return sqlite_url(study_dir)
 
 
 def open_study(spec: ExperimentSpec, storage_url: str, *, create: bool = True, wait_s: float = 60) -> optuna.Study:
@@ -226,15 +204,16 @@ def _sampled_params(spec: ExperimentSpec, study: optuna.Study, trial: optuna.Tri
     return params
 
 
-def reap_dead_trials(study: optuna.Study) -> int:
-    """Fail RUNNING trials whose worker is gone (same host and dead pid, or a stale heartbeat) and re-queue them."""
+def reap_dead_trials(study: optuna.Study, reason: str = "worker process died") -> int:
+    """Fail RUNNING trials whose worker is gone (same host and dead pid, or a stale heartbeat) with `reason`,
+    and re-queue them."""
     storage = study._storage
     host = socket.gethostname()
     reaped = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = frozen.user_attrs.get("worker", {})
         if owner.get("host") == host and not _pid_alive(owner.get("pid", -1)):
-            storage.set_trial_user_attr(frozen._trial_id, "reason", "worker process died")  # before it finishes
+            storage.set_trial_user_attr(frozen._trial_id, "reason", reason)  # before it finishes
             if storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
                 RetryHeartbeatStaleTrialCallback(max_retry=3)(study, storage.get_trial(frozen._trial_id))
                 reaped += 1
@@ -270,12 +249,14 @@ class _Heartbeat:
             self._stop.wait(HEARTBEAT_S)
 
     def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
+        if is_heartbeat_enabled(self._storage):  # RDB storages; a journal's workers share a host (pid check)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worker=None,
@@ -297,13 +278,51 @@ def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worke
         else:
             params = _sampled_params(spec, study, trial)
         trial.set_user_attr("params", params)
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr("worker", worker_identity())
+        earlier = study._storage.get_trial(trial._trial_id).user_attrs.get("reason")
+        if earlier:  # a re-queued copy carries its failed original's attributes: that reason is not this run's
+            trial.set_user_attr("earlier_reason", earlier)
+            trial.set_user_attr("reason", "")
         console.rule(f"[bold]{spec.name} · {trial_dir_name(trial.number)} · {params}")
         study_dir.mkdir(parents=True, exist_ok=True)
         with _Heartbeat(study, trial._trial_id):
             result = _run_one(spec, study, trial, params, study_dir, worker, run_trial)
         results.append(result)
     return results
+
+
+def worker_identity() -> dict[str, Any]:
+    """Who runs a trial: host and pid (to reap it when it dies), and the GPU and Slurm task it ran on."""
+    env = os.environ
+    ident: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    for key, var in (("node", "SLURMD_NODENAME"), ("gpu", "CUDA_VISIBLE_DEVICES"), ("slot", "HARNESS_SLOT"), ("slurm_job", "SLURM_JOB_ID"),
+                     ("slurm_task", "SLURM_PROCID")):
+        if env.get(var) is not None:
+            ident[key] = env[var]
+    return ident
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:
+    _record_memory(trial)  # before the trial finishes: a finished trial takes no more attributes
+    study.tell(trial, *args, **kwargs)
+
+
+def _record_memory(trial: optuna.Trial) -> None:
+    """Memory the worker still holds after a trial (after collection): if it creeps up trial after trial,
+    something of an earlier trial was kept alive. CUDA: bytes allocated; always: the process's resident set."""
+    import gc
+
+    import psutil
+
+    gc.collect()
+    held: dict[str, float] = {"rss_gb": psutil.Process().memory_info().rss / 2**30}
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        held["cuda_allocated_gb"] = torch.cuda.memory_allocated() / 2**30
+    trial.set_user_attr("memory_after", held)
 
 
 def _run_one(spec, study, trial, params, study_dir, worker, run_trial) -> TrialResult:
@@ -320,18 +339,18 @@ def _run_one(spec, study, trial, params, study_dir, worker, run_trial) -> TrialR
         result = TrialResult(trial.number, "not_run", params, reason=str(e))
         result.write(study_dir / trial_dir_name(trial.number))
         trial.set_user_attr("reason", f"not run: {e}")
-        study.tell(trial, state=TrialState.FAIL)
+        _tell(study, trial, state=TrialState.FAIL)
         return result
     except optuna.TrialPruned as e:
         result = TrialResult(trial.number, "pruned", params, reason=str(e))
-        study.tell(trial, state=TrialState.PRUNED)
+        _tell(study, trial, state=TrialState.PRUNED)
     except Exception as e:  # the grid goes on; the reason is kept with the trial
         reason = f"{type(e).__name__}: {e}"
         result = TrialResult(trial.number, "failed", params, reason=reason)
         result.write(study_dir / trial_dir_name(trial.number))
         trial.set_user_attr("reason", reason)
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-        study.tell(trial, state=TrialState.FAIL)
+        _tell(study, trial, state=TrialState.FAIL)
         from harness.progress import console
 
         console.print(f"[red]trial {trial.number} failed:[/red] {reason}")
@@ -342,5 +361,5 @@ def _run_one(spec, study, trial, params, study_dir, worker, run_trial) -> TrialR
     value = result.objective if result.objective is not None else -result.metrics["cost"].get("final_loss", 0.0)
     trial.set_user_attr("objective_source", f"dev {spec.eval.metric}" if result.objective is not None
                         else "negated final training loss (no dev split: a grid does not select)")
-    study.tell(trial, value)
+    _tell(study, trial, value)
     return result

@@ -57,9 +57,15 @@ class Worker:
 
 def preflight(specs: list[ExperimentSpec]) -> None:
     """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage,
-    and a backend the spec insists on can run here."""
+    a backend the spec insists on can run here, and lm-eval tasks have their data (local files or the Hub)."""
     seen: set[str] = set()
     for spec in specs:
+        forgetting = getattr(spec, "forgetting", None)
+        if forgetting is not None and f"tasks:{forgetting.tasks}" not in seen:
+            from harness.capabilities.evaluate import resolve_tasks
+
+            seen.add(f"tasks:{forgetting.tasks}")
+            resolve_tasks(forgetting.tasks)
         reason = backend_unavailable(spec.train.backend)
         if reason:
             raise SpecError(reason, where=f"experiment {spec.name}, field 'train.backend'")

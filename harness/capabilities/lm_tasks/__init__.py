@@ -3,7 +3,10 @@
 One YAML per subset lives in this folder (`arc_easy_local.yaml`, ...). Their `data_files` are
 relative to the benchmark root, which is resolved at run time, never written into a config:
 
-    $HARNESS_BENCHMARKS, else <repo>/../shared/data/benchmarks
+    $HARNESS_BENCHMARKS, else $HARNESS_HOME/benchmarks (~/.cache/harness/benchmarks)
+
+Without the files, `harness.capabilities.evaluate.resolve_tasks` runs lm-eval's own task of the same
+benchmark when the Hub is reachable, and otherwise says both ways to get the data.
 
 `task_config(name)` loads a YAML with lm-eval's own loader (so `include:` and `!function` behave
 exactly as in lm-eval), makes its data files absolute and returns the final config dict, which
@@ -25,8 +28,10 @@ SUFFIX = "_local"
 
 
 def default_benchmarks_root() -> Path:
-    """`<repo>/../shared/data/benchmarks`, the checkout's neighbour that holds the shared subsets."""
-    return TASKS_DIR.parents[3] / "shared" / "data" / "benchmarks"
+    """`$HARNESS_HOME/benchmarks`: where the install step puts the benchmark subsets (see the README)."""
+    from harness.models import harness_home
+
+    return harness_home() / "benchmarks"
 
 
 def benchmarks_root() -> Path:
@@ -73,7 +78,8 @@ def task_config(name: str, root: Path | None = None, *, cache_dir: Path | None =
     if missing:
         raise HarnessError(
             f"local task '{name}' needs {', '.join(missing)}, which does not exist; set ${BENCHMARKS_ENV} "
-            f"to the folder that holds the benchmark subsets (see shared/data/benchmarks/README.md)",
+            f"to the folder that holds the benchmark subsets, or put them in {default_benchmarks_root()} "
+            "(README: 'Benchmark data')",
             where=root)
     cfg = _load_yaml(name, resolve_func=True)
     kwargs = dict(cfg.get("dataset_kwargs") or {})
