@@ -16,6 +16,7 @@ from harness.config import (DataSpec, Distribution, EndpointSpec, EvalSpec, Lora
 from harness.config.loading import _describe
 from harness.config.sections import _Strict
 from harness.errors import SpecError
+from harness.evaluation.metrics import check_metrics
 
 __all__ = ["DataSpec", "Distribution", "EndpointSpec", "EvalSpec", "ExperimentSpec", "LoraSpec", "ModelSpec",
            "OptimArgs", "PricingSpec", "SearchSpec", "TrackingSpec", "TrainSpec", "deep_merge", "load_spec",
@@ -44,6 +45,7 @@ class _CoreSpec(_Strict):
             raise ValueError("a sampler selects trials: set data.dev_size so it selects on a dev split")
         if self.search.pruner != "none" and (self.data.dev_size == 0 or self.eval.dev_every_steps is None):
             raise ValueError("a pruner needs data.dev_size and eval.dev_every_steps (intermediate dev scores)")
+        check_metrics(self.eval.metrics, self.eval)
         methods = stages.train_methods()
         if self.train.method not in methods:
             raise ValueError(f"train.method '{self.train.method}' is not a training method "

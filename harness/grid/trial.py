@@ -19,7 +19,7 @@ from harness.errors import SpecError
 from harness.models import harness_home, resolve_model
 from harness.progress import console
 from harness.results import TrialResult, trial_dir_name
-from harness.evaluation.scoring import get_scorer
+from harness.evaluation.metrics import scorer_for
 from harness.spec import ExperimentSpec, ModelSpec, spec_dump
 from harness.stages import pipeline
 from harness.stages.context import OutOfMemory, TrialContext, record_trial, reset_peak_memory, running
@@ -88,7 +88,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                       directory=study_dir)
     tracker.summary({"data": summary})
     ctx = TrialContext(spec=spec, params=params, number=number, study_dir=study_dir, data=data, backend=backend,
-                       model=model, tok=tok, resolved=resolved, scorer=get_scorer(data.scorer), tracker=tracker,
+                       model=model, tok=tok, resolved=resolved, scorer=scorer_for(data.scorer, spec.eval), tracker=tracker,
                        on_dev_metric=on_dev_metric, started=started)
     with running(ctx):
         for stage, cfg in pipeline(spec):
