@@ -7,6 +7,7 @@ trial does beyond SFT and its evaluation comes from its stages (`harness.stages`
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class Worker:
 
 def preflight(specs: list[ExperimentSpec]) -> None:
     """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage,
-    and a backend the spec insists on can run here."""
+    a backend the spec insists on can run here, and every stage's own preflight (a required judge answers)."""
     seen: set[str] = set()
     for spec in specs:
         reason = backend_unavailable(spec.train.backend)
@@ -69,6 +70,12 @@ def preflight(specs: list[ExperimentSpec]) -> None:
             if key not in seen:
                 seen.add(key)
                 check()
+        for stage, cfg in pipeline(spec):  # e.g. a judge endpoint the spec requires must answer now
+            if stage.preflight is not None:
+                key = f"{stage.name}:{json.dumps(spec_dump(spec).get(stage.section), sort_keys=True)}"
+                if key not in seen:
+                    seen.add(key)
+                    stage.preflight(spec, cfg)
 
 
 def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[str, Any], worker: Worker,

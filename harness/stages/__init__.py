@@ -58,6 +58,7 @@ class Stage:
     method: str | None = None  # TRAIN stages: the `train.method` they implement
     enabled: Callable[["ExperimentSpec"], bool] | None = None
     check: Callable[["ExperimentSpec", Any], None] | None = None  # raises ValueError naming the field
+    preflight: Callable[["ExperimentSpec", Any], None] | None = None  # before any trial: reachable services
     arms: Callable[["ExperimentSpec", Any], dict[str, ArmRole]] | None = None  # arm name → role it writes
     blocks: tuple[str, ...] = ()  # metrics.json blocks it writes (e.g. "teacher", "forgetting")
     example: Any = None  # a small valid value of its section (docs, and the contract test runs it)

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness.errors import SpecError
+from harness.evaluation.scoring import Scorer
 
 if TYPE_CHECKING:
     from harness.config.sections import EvalSpec
 
-Scorer = Callable[[str, str], dict[str, float]]
 MetricFn = Callable[[str, str, Any], dict[str, float]]
 
 # The task scorer a prepared dataset names (manifest `data.scorer`) → the registered metric it runs.
