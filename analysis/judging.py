@@ -32,6 +32,31 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(clean)) if clean else float("nan")
 
 
+def _accumulator(**extra: Any) -> dict[str, Any]:
+    return {"values": [], "clusters": [], "failed": 0, "unparsed": 0, "cost": 0.0, "self": [], "agreement": {},
+            **extra}
+
+
+def _gather(acc: dict[str, Any], rows: list[dict[str, Any]], value_key: str, summary: dict[str, Any],
+            agreement_key: str) -> list[dict[str, Any]]:
+    """Add one trial's verdict rows and summary to `acc`; return the rows that have a value (judged items)."""
+    judged = []
+    for r in rows:
+        acc["cost"] += sum(x.get("cost_usd") or 0.0 for x in r.get("asks", []))
+        if r[value_key] is None:  # failed or unparsed: counted, never scored
+            acc["failed"] += 1
+            acc["unparsed"] += r.get("reason") == "unparsed"
+            continue
+        acc["values"].append(r[value_key])
+        acc["clusters"].append(r.get("cluster") or r["item_id"])
+        judged.append(r)
+    if summary.get("self_agreement") is not None:
+        acc["self"].append(summary["self_agreement"])
+    for metric, ag in (summary.get("agreement") or {}).items():
+        acc["agreement"].setdefault(metric, []).append(ag.get(agreement_key))
+    return judged
+
+
 def judge_tables(study: Study, *, alpha: float = 0.05, confidence: float = 0.95, n_resamples: int = 2000,
                  seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pairwise table, single-grade table); empty frames when no trial ran a judge.
@@ -49,36 +74,13 @@ def judge_tables(study: Study, *, alpha: float = 0.05, confidence: float = 0.95,
             continue
         for key, summary in (block.get("pairwise") or {}).items():
             a, b = study.label_for(summary["a"], params), study.label_for(summary["b"], params)
-            acc = pair_rows.setdefault((a, b), {"values": [], "clusters": [], "flips": 0, "wins": 0, "losses": 0,
-                                                "ties": 0, "failed": 0, "unparsed": 0, "cost": 0.0,
-                                                "self": [], "agreement": {}})
-            for r in read_jsonl(path / "judge" / f"{key}.jsonl"):
-                if r["verdict"] is None:
-                    acc["failed"] += 1
-                    acc["unparsed"] += r.get("reason") == "unparsed"
-                    continue
-                acc["values"].append(r["value"])
-                acc["clusters"].append(r.get("cluster") or r["item_id"])
+            acc = pair_rows.setdefault((a, b), _accumulator(flips=0, wins=0, losses=0, ties=0))
+            for r in _gather(acc, read_jsonl(path / "judge" / f"{key}.jsonl"), "value", summary, "rate"):
                 acc["flips"] += bool(r["position_flip"])
                 acc[{"a": "wins", "b": "losses", "tie": "ties"}[r["verdict"]]] += 1
-                acc["cost"] += sum(x.get("cost_usd") or 0.0 for x in r.get("asks", []))
-            if summary.get("self_agreement") is not None:
-                acc["self"].append(summary["self_agreement"])
-            for metric, ag in (summary.get("agreement") or {}).items():
-                acc["agreement"].setdefault(metric, []).append(ag.get("rate"))
         for arm, summary in (block.get("single") or {}).items():
-            label = study.label_for(arm, params)
-            acc = single_rows.setdefault(label, {"scores": [], "clusters": [], "failed": 0, "unparsed": 0,
-                                                 "scale": summary.get("scale"), "agreement": {}})
-            for r in read_jsonl(path / "judge" / f"single_{arm}.jsonl"):
-                if r["score"] is None:
-                    acc["failed"] += 1
-                    acc["unparsed"] += r.get("reason") == "unparsed"
-                    continue
-                acc["scores"].append(r["score"])
-                acc["clusters"].append(r.get("cluster") or r["item_id"])
-            for metric, ag in (summary.get("agreement") or {}).items():
-                acc["agreement"].setdefault(metric, []).append(ag.get("spearman"))
+            acc = single_rows.setdefault(study.label_for(arm, params), _accumulator(scale=summary.get("scale")))
+            _gather(acc, read_jsonl(path / "judge" / f"single_{arm}.jsonl"), "score", summary, "spearman")
 
     from scipy.stats import binomtest
 
@@ -106,13 +108,13 @@ def judge_tables(study: Study, *, alpha: float = 0.05, confidence: float = 0.95,
             for r in pairwise.itertuples()]
     singles = []
     for label, acc in single_rows.items():
-        scores = np.asarray(acc["scores"], dtype=float)
+        scores = np.asarray(acc["values"], dtype=float)
         low, high = (paired_bootstrap_ci(scores, clusters=acc["clusters"], confidence=confidence,
                                          n_resamples=n_resamples, seed=seed) if len(scores) > 1
                      else (float("nan"),) * 2)
         singles.append({"arm": label, "n": len(scores), "mean_grade": float(scores.mean()) if len(scores) else
                         float("nan"), "ci_low": low, "ci_high": high, "scale": acc["scale"], "failed": acc["failed"],
-                        "unparsed": acc["unparsed"],
+                        "unparsed": acc["unparsed"], "cost_usd": acc["cost"], "self_agreement": _mean(acc["self"]),
                         **{f"spearman.{m}": _mean(v) for m, v in sorted(acc["agreement"].items())}})
     return pairwise, pd.DataFrame(singles)
 

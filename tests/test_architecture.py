@@ -134,6 +134,8 @@ FINGERPRINTS = {
     "rank_ablation:": "e6a1817a5c92d41b", "rank_ablation:smoke": "f2690f379e639f7a",
     "sft_vs_dpo:": "4965e42449687715", "sft_vs_dpo:smoke": "2d42aba9c71e23db",
     "three_way:": "9c65dbd89e6ed478", "three_way:smoke": "807d6dbe0391066a",
+    # Added with the free-text task (issue 13).
+    "voice:": "9e70bdb77f1f504c", "voice:smoke": "fbcd2dc64a14753e",
 }
 
 

