@@ -13,6 +13,7 @@ from flaky_server import FlakyServer, error, malformed, ok
 from harness.data.example import Example
 from harness.errors import SpecError
 from harness.evaluation.judge import judge_trial, parse_grade, parse_pairwise, pairwise_verdict, Ask
+from harness.results import read_jsonl
 from harness.spec import load_spec
 from harness.stages.judge import JudgeSpec
 
@@ -153,3 +154,26 @@ def test_judge_against_a_real_llama_server(tmp_path, llama):
     assert pair["n"] + pair["failed"] == 2 and "self_agreement" in pair
     again, _ = judge_trial(cfg, _arms(items, [0.9, 0.1]), items, [("tuned", "base")], [], tmp_path / "c")
     assert again["cached_calls"] == 8 and again["pairwise"] == block["pairwise"]
+
+
+def test_dpo_mines_the_items_the_judge_grades_low(tmp_path):
+    """`dpo.metric: judge`: the judge's grade (0-1) decides failures; an ungraded item is never mined."""
+    from harness.evaluation.judge import grade_rows
+    from harness.stages.dpo import pairs_from_rows
+
+    items = _items(3)
+    rows = _arms(items, [0.9, 0.9, 0.9])["tuned"]
+    with FlakyServer([ok('{"score": 5}'), ok('{"score": 1}'), ok("no idea")]) as srv:
+        grade_rows(_cfg(srv.url, mode="single"), rows, items, tmp_path / "cache", tmp_path / "graded.jsonl")
+    assert [r["scores"]["judge"] for r in rows][:2] == [1.0, 0.0] and rows[2]["scores"]["judge"] != rows[2]["scores"]["judge"]
+    pairs = pairs_from_rows(items, rows, metric="judge", fail_below=0.5, max_pairs=10)
+    assert [p.id for p in pairs] == ["i1"] and pairs[0].rejected == "tuned answer i1"
+    assert len(read_jsonl(tmp_path / "graded.jsonl")) == 3
+
+
+def test_dpo_by_judge_needs_a_judge_with_a_scale(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"description": "d", "model": {"base": "random:tiny"},
+                                    "data": {"builtin": "voice", "dev_size": 4}, "dpo": {"metric": "judge"}}))
+    with pytest.raises(SpecError, match="dpo.metric: judge grades the dev answers"):
+        load_spec(path)

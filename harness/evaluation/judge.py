@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from harness.evaluation.scoring import first_object
+from harness.results import write_jsonl
 
 VERDICT_VALUE = {"a": 1.0, "b": 0.0, "tie": 0.5}  # the first arm's win-rate contribution
 _VERDICT_WORD = re.compile(r"\b(?:winner|verdict|answer|better)\b\W{0,4}(?:is\W{0,3})?\"?(A|B|tie)\b", re.IGNORECASE)
@@ -266,3 +267,17 @@ def _grade_agreement(grades: list[tuple[float | None, dict[str, float]]], exclud
         rho = spearmanr(x, y).statistic if len(set(x)) > 1 and len(set(y)) > 1 else float("nan")
         out[m] = {"spearman": None if rho != rho else float(rho), "n": len(usable)}
     return out
+
+
+def grade_rows(cfg, rows: list[dict[str, Any]], examples, cache_dir, log_path=None) -> None:
+    """Grade `rows` (one arm's scored rows) on the rubric and add score `judge` in 0-1 to each, in place
+    (NaN where the judge failed or did not parse); the verdict rows go to `log_path` when given."""
+    graded_cfg = cfg.model_copy(update={"repeats": 1})
+    _, files = judge_trial(graded_cfg, {"_": rows}, examples, [], ["_"], cache_dir)
+    low, high = cfg.rubric.scale.min, cfg.rubric.scale.max
+    by_item = {r["item_id"]: r["score"] for r in files["single__"]}
+    for row in rows:
+        grade = by_item.get(row["item_id"])
+        row["scores"]["judge"] = float("nan") if grade is None else (grade - low) / (high - low)
+    if log_path is not None:
+        write_jsonl(log_path, files["single__"])
