@@ -187,7 +187,8 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
 
     spec = _load(name, preset)
     study_dir = _results_root(results) / spec.name
-    labels = load_study(study_dir).arm_labels
+    study = load_study(study_dir)
+    labels = study.arm_labels
     # Stage-on-stage comparisons the trials recorded, e.g. SFT+DPO vs the SFT it started from.
     groups: dict[str, list[tuple[str, str]]] = {}
     for arm, before in _stage_pairs(study_dir):
@@ -195,7 +196,8 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
                    if label.startswith(arm) and before + label[len(arm):] in labels]
         if matched:
             groups[f"{arm}_vs_{before}"] = matched
-    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric, groups=groups or None)
+    # The headline the trials recorded (a run with `--set eval.metric=chrf` reports on chrF), else the spec's.
+    paths = build_report(study_dir, baseline=baseline, metric=study.headline_metric or spec.eval.metric, groups=groups or None)
     log_report_to_wandb(paths, spec.name, project=spec.tracking.project,
                         mode=None if spec.tracking.wandb == "auto" else spec.tracking.wandb)
     console.print(f"wrote {paths.markdown} and {paths.json}")

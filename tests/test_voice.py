@@ -42,6 +42,11 @@ def test_voice_smoke_scores_free_text_and_judges_it(tmp_path, harness_home, llam
     assert data["judge"]["pairwise"][0]["a"] == "tuned" and "position_flip_rate" in data["judge"]["pairwise"][0]
     assert "## LLM judge" in (study / "report.md").read_text()
     layout.check(study, "voice")
+    from harness.export.publish import build_card
+
+    card, meta = build_card(trial)  # the model card carries the declared metrics and the judge's figures
+    assert "| tuned | chrf |" in card and "| tuned | rouge_l |" in card and "## LLM judge" in card
+    assert "house voice" in card
 
 
 def test_sft_vs_dpo_on_free_text_mines_by_chrf_and_compares_every_metric(tmp_path, harness_home):
