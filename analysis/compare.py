@@ -338,6 +338,22 @@ class Quality:
     ci_method: str
 
 
+def matrix_quality(label: str, metric: str, matrix: np.ndarray, clusters: np.ndarray | None = None, *,
+                   confidence: float = 0.95, n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0) -> Quality:
+    """Mean of a seeds × items score matrix (one arm's, or an average of several) with its bootstrap CI:
+    hierarchical over seeds and items with two or more seeds, else over items (whole clusters if shared)."""
+    n_seeds, n_items = matrix.shape
+    if n_seeds >= 2:
+        lo, hi = paired.hierarchical_bootstrap_ci(matrix, clusters=clusters, confidence=confidence,
+                                                  n_resamples=n_resamples, seed=seed)
+        method = "hierarchical bootstrap"
+    else:
+        lo, hi = paired.paired_bootstrap_ci(matrix[0], clusters=clusters, confidence=confidence,
+                                            n_resamples=n_resamples, seed=seed)
+        method = "bootstrap over items"
+    return Quality(label, metric, float(matrix.mean()), lo, hi, n_items, n_seeds, method)
+
+
 def quality(study: Study, label: str, metric: str, *, confidence: float = 0.95,
             n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0) -> Quality:
     """Mean of `metric` for one arm, with a CI from the same bootstrap the comparisons use."""
@@ -346,19 +362,17 @@ def quality(study: Study, label: str, metric: str, *, confidence: float = 0.95,
     _refuse_nan(rows, column, label, metric)
     by_seed = _items_by_seed(rows)
     item_ids = sorted(next(iter(by_seed.values())))
-    clusters = _shared_clusters(rows, item_ids)
-    if len(by_seed) >= 2 and len({frozenset(v) for v in by_seed.values()}) == 1:
+    if len({frozenset(v) for v in by_seed.values()}) == 1:
         matrix = rows.pivot(index="seed", columns="item_id", values=column).loc[sorted(by_seed), item_ids]
-        lo, hi = paired.hierarchical_bootstrap_ci(matrix.to_numpy(float), clusters=clusters, confidence=confidence,
-                                                  n_resamples=n_resamples, seed=seed)
-        method = "hierarchical bootstrap"
-    else:
-        per_item = rows.groupby("item_id")[column].mean()
-        clusters = _shared_clusters(rows, list(per_item.index))
-        lo, hi = paired.paired_bootstrap_ci(per_item.to_numpy(float), clusters=clusters, confidence=confidence,
-                                            n_resamples=n_resamples, seed=seed)
-        method = "bootstrap over items"
-    return Quality(label, metric, float(rows[column].mean()), lo, hi, len(item_ids), len(by_seed), method)
+        return matrix_quality(label, metric, matrix.to_numpy(float), _shared_clusters(rows, item_ids),
+                              confidence=confidence, n_resamples=n_resamples, seed=seed)
+    # Seeds answered different items: no seeds × items grid, so each item's mean over the seeds that have it.
+    per_item = rows.groupby("item_id")[column].mean()
+    clusters = _shared_clusters(rows, list(per_item.index))
+    lo, hi = paired.paired_bootstrap_ci(per_item.to_numpy(float), clusters=clusters, confidence=confidence,
+                                        n_resamples=n_resamples, seed=seed)
+    return Quality(label, metric, float(rows[column].mean()), lo, hi, len(per_item), len(by_seed),
+                   "bootstrap over items")
 
 
 def comparisons_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:

@@ -20,7 +20,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.compare import Comparison, Quality
-from analysis.load import SCORE_PREFIX, Study
+from analysis.contrasts import Factor, LevelMean, same_level, slug
+from analysis.load import SCORE_PREFIX, Study, format_value
 
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5, "xtick.labelsize": 8,
@@ -112,8 +113,13 @@ def loss_curves(study: Study, out_dir: Path, *, name: str = "loss_curves") -> Fi
         ax.set_xlabel("training step")
         ax.set_ylabel("training loss (cross-entropy, nats/token)")
         ax.set_title(f"{study.name}: training loss per trial")
-        if log["trial"].nunique() <= 16:
-            ax.legend(frameon=False, ncols=2 if log["trial"].nunique() > 6 else 1)
+        n_trials = log["trial"].nunique()
+        if n_trials <= 16 and max(len(str(c)) for c in configs) > 30:
+            # Several factors make long labels: inside the axes they would squeeze the plot to nothing.
+            fig.set_figheight(3.4 + 0.15 * n_trials)
+            fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", frameon=False, fontsize=6.5)
+        elif n_trials <= 16:
+            ax.legend(frameon=False, ncols=2 if n_trials > 6 else 1)
     return _save(fig, out_dir, name, "Training loss per trial; colour is the grid point, line style the seed.")
 
 
@@ -228,8 +234,13 @@ def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = 
     comparisons = list(comparisons)
     if not comparisons:
         return _skip(name, "no comparisons to draw")
+    metrics = {c.metric for c in comparisons}
+    # Arm labels of several factors are long: wrapped at their commas, they leave the bars room.
+    labels = [textwrap.fill(f"{c.a} − {c.b}".replace(",", ", "), 50)
+              + ("" if len(metrics) == 1 else f" ({c.metric})") for c in comparisons]
+    lines = max(label.count("\n") + 1 for label in labels)
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(5.5, 0.45 * len(comparisons) + 1.2)
+        fig, axes = _figure(5.5 if lines == 1 else 7.5, (0.3 + 0.15 * lines) * len(comparisons) + 1.2)
         ax = axes[0, 0]
         y = np.arange(len(comparisons))[::-1]
         diffs = np.array([c.diff for c in comparisons])
@@ -237,8 +248,7 @@ def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = 
         ax.barh(y, diffs, color=[VERDICT_COLOURS.get(c.verdict, "0.5") for c in comparisons], alpha=0.85, height=0.6)
         ax.errorbar(diffs, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
-        metrics = {c.metric for c in comparisons}
-        ax.set_yticks(y, [f"{c.a} − {c.b}" + ("" if len(metrics) == 1 else f" ({c.metric})") for c in comparisons])
+        ax.set_yticks(y, labels, fontsize=8 if lines == 1 else 6.5)
         unit = next(iter(metrics)) if len(metrics) == 1 else "metric"
         ax.set_xlabel(f"Δ {unit} (A − B, 95% CI)")
         # Over the figure, not the axes: long arm labels leave the axes narrow, and its title would be cut.
@@ -248,3 +258,74 @@ def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = 
         ax.legend(handles=handles, frameon=False, loc="best")
     return _save(fig, out_dir, name, f"{title}: bars are Δ = A − B, whiskers the 95% CI; colour is the verdict "
                                      "after Holm adjustment.")
+
+
+def factor_levels(means: Sequence[LevelMean], factor: Factor, metric: str, out_dir: Path, *,
+                  others: Sequence[Factor] = (), name: str | None = None) -> FigureFiles:
+    """Every level of a factor with its CI: one panel averaged over the other factors, then one panel per
+    second factor with a line per level of it (parallel lines: no interaction). The reference level is
+    marked; a numeric factor is drawn on its scale (log2 when its levels are all positive)."""
+    name = name or f"levels_{slug(factor.name)}"
+    mine = [m for m in means if m.factor == factor.name]
+    panels = [None] + list(dict.fromkeys(m.by for m in mine if m.by is not None))
+    panels = [by for by in panels if any(m.by == by for m in mine)]
+    if not panels:
+        return _skip(name, f"no level of {factor.name} has a complete trial")
+    if factor.numeric:
+        position = lambda v: float(v)  # noqa: E731
+    else:
+        position = lambda v: float(factor.index(v))  # noqa: E731
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(3.3 * len(panels) + 0.6, 3.3, ncols=len(panels), sharey=True)
+        drawn: list[float] = []
+        for ax, by in zip(axes.flat, panels):
+            groups: dict[tuple, list[LevelMean]] = {}
+            for m in mine:
+                if m.by == by:
+                    groups.setdefault((m.arm, _level_key(m.by_level)), []).append(m)
+            for k, ((arm, _), group) in enumerate(groups.items()):
+                group = sorted(group, key=lambda m: factor.index(m.level))
+                # Lines of one panel are nudged apart so their error bars do not hide each other.
+                nudge = 0.06 * (k - (len(groups) - 1) / 2)
+                xs = _nudged(np.array([position(m.level) for m in group]), nudge, factor)
+                ys = np.array([m.quality.mean for m in group])
+                err = np.vstack([ys - [m.quality.ci_low for m in group], [m.quality.ci_high for m in group] - ys])
+                series = arm if by is None else f"{arm}, {by}={format_value(group[0].by_level)}"
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=series)
+                drawn += [v for m in group for v in (m.quality.ci_low, m.quality.ci_high)]
+            ax.axvline(position(factor.reference), color="0.4", linestyle=":", linewidth=1)
+            if factor.log_scale:
+                ax.set_xscale("log", base=2)
+            elif not factor.numeric:
+                ax.set_xlim(-0.5, len(factor.levels) - 0.5)
+            ticks = [position(v) for v in factor.levels]
+            ax.set_xticks(ticks, [format_value(v) + ("" if any(same_level(m.level, v) for m in mine)
+                                                    else "\n(no complete\ntrial)") for v in factor.levels])
+            ax.minorticks_off()
+            ax.set_xlabel(f"{factor.name}" + (" (log scale)" if factor.log_scale else ""))
+            ax.set_title("averaged over the other factors" if by is None else f"one line per {by}", fontsize=8)
+            second = next((g for g in others if g.name == by), None)
+            missing = [format_value(v) for v in second.levels
+                       if not any(m.by == by and same_level(m.by_level, v) for m in mine)] if second else []
+            ax.legend(frameon=False, fontsize=6.5, title_fontsize=6.5,
+                      title=f"no complete trial at {by}={', '.join(missing)}" if missing else None)
+        _score_ylim(axes.flat[0], drawn)
+        axes[0, 0].set_ylabel(f"{metric} (mean, 95% CI)")
+        fig.suptitle(f"{metric} at each level of {factor.name} (dotted: reference {format_value(factor.reference)})",
+                     fontsize=STYLE["axes.titlesize"])
+    return _save(fig, out_dir, name, f"Mean {metric} at every level of {factor.name} with bootstrap 95% CIs (seeds × "
+                                     "items); left: averaged over the other factors; then one line per level of a "
+                                     "second factor. Lines that are not parallel are an interaction.")
+
+
+def _nudged(xs: np.ndarray, nudge: float, factor: Factor) -> np.ndarray:
+    if factor.log_scale:
+        return xs * 2 ** nudge
+    if factor.numeric:
+        levels = np.asarray(factor.levels, float)
+        return xs + nudge * 0.2 * float(levels.max() - levels.min()) / (len(levels) - 1)
+    return xs + nudge
+
+
+def _level_key(value) -> str:
+    return "" if value is None else format_value(value)

@@ -48,6 +48,11 @@ class Study:
     device_price_per_hour: float | None = None  # the spec's pricing, for cost per 1K calls
     untuned_arms: tuple[str, ...] = DEFAULT_UNTUNED_ARMS
     notes: list[str] = field(default_factory=list)
+    # The spec's search grid (dotted key -> levels, in the spec's order) as the trials recorded it: {} for a
+    # study without one (or a sampler's), None when the manifests do not say (then levels come from the trials).
+    grid: dict[str, list[Any]] | None = None
+    report_reference: dict[str, Any] = field(default_factory=dict)  # the spec's report.reference
+    _by_label: tuple[pd.DataFrame, dict[str, pd.DataFrame]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def score_metrics(self) -> list[str]:
@@ -66,7 +71,11 @@ class Study:
 
     def rows(self, arm_label: str) -> pd.DataFrame:
         """Per-item rows of one arm label; a clear error naming the known labels when it has none."""
-        sub = self.items[self.items["arm_label"] == arm_label]
+        if self._by_label is None or self._by_label[0] is not self.items:
+            # One split for all labels: a report asks for the same labels' rows hundreds of times.
+            groups = dict(tuple(self.items.groupby("arm_label", sort=False))) if not self.items.empty else {}
+            self._by_label = (self.items, groups)
+        sub = self._by_label[1].get(arm_label, self.items.iloc[0:0])
         if sub.empty:
             raise UnknownArmError(f"no arm '{arm_label}' among complete trials of study '{self.name}' "
                                   f"(known: {', '.join(self.arm_labels) or 'none'})", where=self.path)
@@ -275,10 +284,14 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
             if col in items:
                 items[col] = pd.to_numeric(items[col], errors="coerce")
     first_spec = next((r["manifest"].get("spec") or {} for r in raw if r["status"] == "complete"), {})
+    search = first_spec.get("search")
+    grid = None if not isinstance(search, dict) else (
+        dict(search.get("grid") or {}) if search.get("sampler", "grid") == "grid" else {})
     return Study(
         name=root.name, path=root, trials=trials, items=items,
         train_log=pd.DataFrame(log_rows), costs=pd.DataFrame(cost_rows), varying_params=varying,
         headline_metric=(first_spec.get("eval") or {}).get("metric"),
         project=(first_spec.get("tracking") or {}).get("project"),
         device_price_per_hour=(first_spec.get("pricing") or {}).get("device_price_per_hour"),
-        untuned_arms=untuned, notes=notes)
+        untuned_arms=untuned, notes=notes, grid=grid,
+        report_reference=dict((first_spec.get("report") or {}).get("reference") or {}))

@@ -16,17 +16,19 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from analysis import figures, tables
 from analysis.capabilities import forgetting_comparisons, quantization_comparisons
+from analysis.contrasts import (INTERACTION, MAIN, SIMPLE, TREND, ContrastFamily, Contrasts, slug as fam_slug,
+                                study_contrasts)
 from analysis.compare import (Comparison, Level, Quality, adjust, comparisons_frame, pair_statistics,
                               paired_scores, quality)
 from analysis.errors import AnalysisError, UnknownArmError
 from analysis.judging import judge_markdown, judge_tables
-from analysis.load import Study, load_study
+from analysis.load import Study, format_value, load_study
 from analysis.paired import DEFAULT_RESAMPLES
 from harness.results import write_atomic, write_json
 
@@ -157,6 +159,56 @@ def _family_section(family: Family, table: tables.TableFiles | None, figure: fig
     return lines + [""]
 
 
+def _contrasts_section(contrasts: Contrasts, study_dir: Path, written: Mapping[str, tables.TableFiles],
+                       drawn: Mapping[str, figures.FigureFiles]) -> list[str]:
+    """The contrasts: per factor its level contrasts, trend and figures; then simple effects and interactions."""
+    factors = "; ".join(f"{f.name} ({', '.join(map(format_value, f.levels))}; reference {format_value(f.reference)})"
+                        for f in contrasts.factors)
+    lines = ["## Contrasts between levels", "",
+             "What each factor the study varies did to the trained arms: every level against the factor's "
+             "reference level (`report.reference` in the spec; default the grid's first level), paired item by item "
+             "and seed by seed on the same frozen items, with the CI, tests and MDE of the tables above, "
+             f"Holm-adjusted within each table. Factors: {factors}.", ""]
+    lines += [f"- {n}" for n in contrasts.notes]
+
+    def family(fam: ContrastFamily, heading: str) -> list[str]:
+        out = [f"{heading} {fam.title}", ""] + ([fam.note, ""] if fam.note else [])
+        table = written.get(fam.name)
+        if fam.contrasts and table:
+            out += [table.markdown.read_text(),
+                    f"Files: [CSV]({_relative(table.csv, study_dir)}), [LaTeX]({_relative(table.latex, study_dir)}). "
+                    "Holm-adjusted across the rows of this table.", ""]
+        elif not fam.refused:
+            out += ["No contrasts.", ""]
+        out += [f"- not compared, {a} vs {b}: {reason}" for a, b, reason in fam.refused]
+        return out + ([""] if fam.refused else [])
+
+    def figure(name: str) -> list[str]:
+        fig = drawn.get(name)
+        if not fig:
+            return [f"- figure {name} not drawn: {fig.skipped}", ""] if fig is not None else []
+        return [f"![{fig.caption}]({_relative(fig.png, study_dir)})", "",
+                f"{fig.caption} [PDF]({_relative(fig.paths[-1], study_dir)})", ""]
+
+    for f in contrasts.factors:
+        lines += [f"### {f.name}", ""]
+        for fam in contrasts.families:
+            if fam.factor == f.name and fam.kind in (MAIN, TREND):
+                lines += family(fam, "####")
+                lines += figure(f"deltas_{fam.name}") if fam.kind == MAIN else []
+        lines += figure(f"levels_{fam_slug(f.name)}")
+        for fam in contrasts.families:
+            if fam.factor == f.name and fam.kind == SIMPLE:
+                lines += family(fam, "####")
+    interactions = [fam for fam in contrasts.families if fam.kind == INTERACTION]
+    if interactions:
+        lines += ["### Interactions", "", "The figures of each factor above draw them: one line per level of the "
+                  "second factor; lines that are not parallel are an interaction.", ""]
+        for fam in interactions:
+            lines += family(fam, "####")
+    return lines
+
+
 METHOD = """## Method
 
 Every comparison pairs the two arms' scores item by item (and seed by seed) on the same frozen held-out
@@ -217,10 +269,13 @@ def when_to_use(comparisons: Sequence[Comparison], arms, metric: str, confidence
 def build_report(study_dir: str | Path, baseline: str = "base", metric: str | None = None, *,
                  groups: Mapping[str, Sequence[tuple[str, str]]] | None = None,
                  price_per_device_hour: float | None = None, level: Level = "item", alpha: float = 0.05,
-                 confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> ReportPaths:
+                 confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                 reference: Mapping[str, Any] | None = None) -> ReportPaths:
     """Write `report.md` and `report.json` (plus tables and figures under `report/`) into `study_dir`.
 
-    `groups` names extra comparison families, e.g. {"quantization": [("tuned-q4", "tuned")]}.
+    `groups` names extra comparison families, e.g. {"quantization": [("tuned-q4", "tuned")]}. `reference`
+    is the spec's `report.reference` (factor → the level its contrasts are taken against; default: what
+    the trials' manifests recorded, else each factor's first level).
     """
     study_dir = Path(study_dir)
     study = load_study(study_dir)
@@ -231,6 +286,7 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
     out = study_dir / REPORT_DIR
     fig_dir, table_dir = out / "figures", out / "tables"
     options = dict(level=level, alpha=alpha, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    contrasts = study_contrasts(study, metric, reference=reference, **options)  # first: it checks `reference`
 
     pairs, pair_notes = baseline_pairs(study, baseline)
     headline = run_family(study, "headline", f"Comparisons vs baseline: {metric}", pairs, [metric], **options)
@@ -271,6 +327,11 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
             written[fam.name] = tables.write_table(comparisons_frame(fam.comparisons),
                                                    tables.display_comparisons(fam.comparisons, confidence=confidence),
                                                    table_dir / fam.name, caption=f"{study.name}: {fam.title}")
+    for cfam in contrasts.families:
+        if cfam.contrasts:
+            written[cfam.name] = tables.write_table(
+                tables.contrast_table(study, cfam), tables.display_contrasts(study, cfam, confidence=confidence),
+                table_dir / cfam.name, caption=f"{study.name}: {cfam.title}")
 
     drawn = {f.name: f for f in [
         figures.loss_curves(study, fig_dir),
@@ -282,6 +343,13 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
                            title="Δ secondary metrics vs baseline"),
         *[figures.delta_bars(fam.comparisons, fig_dir, name=f"deltas_{fam.name}", title=fam.title) for fam in extra],
     ]}
+    contrast_figures = {f.name: f for f in [
+        *[figures.factor_levels(contrasts.level_means, factor, metric, fig_dir, others=contrasts.factors)
+          for factor in contrasts.factors],
+        *[figures.delta_bars([replace(c.comparison, a=f"{c.arm} {format_value(c.level)}", b=format_value(c.reference))
+                              for c in fam.contrasts], fig_dir, name=f"deltas_{fam.name}",
+                             title=f"Δ {metric}: {fam.title}")
+          for fam in contrasts.families if fam.kind == MAIN and fam.contrasts]]}
 
     md_path, json_path = study_dir / "report.md", study_dir / "report.json"
     md = [f"# {study.name}: report", "",
@@ -303,6 +371,8 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
            for row in arms.itertuples() if row.failed_calls]
     for fam in families:
         md += _family_section(fam, written.get(fam.name), drawn.get(f"deltas_{fam.name}"), study_dir)
+    if contrasts.factors:
+        md += _contrasts_section(contrasts, study_dir, written, contrast_figures)
     judge_pairwise, judge_single = judge_tables(study, alpha=alpha, confidence=confidence,
                                                 n_resamples=n_resamples, seed=seed)
     md += judge_markdown(judge_pairwise, judge_single, confidence=confidence)
@@ -311,6 +381,7 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
         if fig and not fig.name.startswith("deltas_"):
             md += [f"### {fig.name.replace('_', ' ')}", "", f"![{fig.caption}]({_relative(fig.png, study_dir)})", "",
                    f"{fig.caption} [PDF]({_relative(fig.paths[-1], study_dir)})", ""]
+    drawn.update(contrast_figures)
     skipped = {f.name: f.skipped for f in drawn.values() if f.skipped}
     md += [f"- {name} not drawn: {reason}" for name, reason in skipped.items()]
     md += ["", METHOD.format(confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha)]
@@ -326,7 +397,16 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
                    "not_complete": [{"number": int(r.number), "status": r.status,
                                      "reason": r.reason if isinstance(r.reason, str) else None}
                                     for r in t[t["status"] != "complete"].itertuples()]},
-        "comparisons": [{"family": fam.name, **c.to_dict()} for fam in families for c in fam.comparisons],
+        "comparisons": [{"family": fam.name, **c.to_dict()} for fam in [*families, *contrasts.families]
+                        for c in fam.comparisons],
+        "contrasts": {
+            "factors": [{"name": f.name, "levels": list(f.levels), "reference": f.reference, "numeric": f.numeric}
+                        for f in contrasts.factors],
+            "families": [{"name": fam.name, "title": fam.title, "kind": fam.kind, "factor": fam.factor, "by": fam.by,
+                          "note": fam.note, "rows": json.loads(tables.contrast_table(study, fam).to_json(orient="records")),
+                          "refused": [{"a": a, "b": b, "reason": r} for a, b, r in fam.refused]}
+                         for fam in contrasts.families],
+            "notes": contrasts.notes},
         "refused": [{"family": fam.name, "a": a, "b": b, "reason": r} for fam in families for a, b, r in fam.refused],
         "arms": json.loads(arms.to_json(orient="records")),
         "tables": {k: {"csv": _relative(v.csv, study_dir), "markdown": _relative(v.markdown, study_dir),

@@ -8,9 +8,10 @@ logs, costs, and optionally a failed trial.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -51,6 +52,28 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _write_trial(tdir: Path, name: str, number: int, params: dict[str, Any], seed: int,
+                 arms: dict[str, list[dict[str, Any]]], *, size: float, rng: np.random.Generator,
+                 spec: dict[str, Any]) -> None:
+    """One complete trial: training log, eval rows per arm, metrics with a cost block, manifest, result."""
+    steps = np.arange(1, 41) * 5
+    write_jsonl(tdir / "train_log.jsonl", [
+        {"step": int(k), "epoch": float(k / 200), "loss": float(2.5 * np.exp(-k / (60 + size)) + 0.4
+                                                                 + rng.normal(0, 0.03)),
+         "learning_rate": 2e-4 * (1 - k / 200), "grad_norm": float(rng.uniform(0.5, 2))}
+        for k in steps])
+    for arm, rows in arms.items():
+        write_jsonl(tdir / "eval" / f"{arm}.jsonl", rows)
+    metrics = {**{arm: _aggregate(rows) for arm, rows in arms.items()},
+               "cost": {"wall_s": 30.0 + size, "cpu_s": 25.0 + size, "device_s": 10.0 + size / 2,
+                        "tokens_trained": 40_000, "train_steps": 200, "final_loss": 0.5,
+                        "peak_mem_gb": 1.0 + size / 64}}
+    write_json(tdir / "metrics.json", metrics)
+    write_json(tdir / "manifest.json", {"experiment": name, "trial": number, "params": params, "seed": seed,
+                                        "split_hash": SPLIT_HASH, "spec": spec})
+    TrialResult(number=number, status="complete", params=params, metrics=metrics).write(tdir)
+
+
 def write_synthetic_study(root: str | Path, *, name: str = "synthetic", ranks: Sequence[int] = (8, 16),
                           seeds: Sequence[int] = (0, 1), n_items: int = 60, n_clusters: int | None = 12,
                           base_p: float = 0.45, gain_per_doubling: float = 0.08, seed_sd: float = 0.02,
@@ -71,28 +94,12 @@ def write_synthetic_study(root: str | Path, *, name: str = "synthetic", ranks: S
     for rank in ranks:
         for s in seeds:
             trial_rng = np.random.default_rng([seed, rank, s])
-            params = {"lora.r": rank, "train.seed": s}
             shift = gain_per_doubling * np.log2(rank / 4) + trial_rng.normal(0, seed_sd)
             tuned_rows = _eval_rows("tuned", np.clip(item_p + shift, 0, 1), np.full(n_items, 0.95), clusters,
                                     trial_rng)
-            tdir = study / trial_dir_name(number)
-            steps = np.arange(1, 41) * 5
-            write_jsonl(tdir / "train_log.jsonl", [
-                {"step": int(k), "epoch": float(k / 200), "loss": float(2.5 * np.exp(-k / (60 + rank)) + 0.4
-                                                                         + trial_rng.normal(0, 0.03)),
-                 "learning_rate": 2e-4 * (1 - k / 200), "grad_norm": float(trial_rng.uniform(0.5, 2))}
-                for k in steps])
-            write_jsonl(tdir / "eval" / "base.jsonl", base_rows)
-            write_jsonl(tdir / "eval" / "tuned.jsonl", tuned_rows)
-            metrics = {"base": _aggregate(base_rows), "tuned": _aggregate(tuned_rows),
-                       "cost": {"wall_s": 30.0 + rank, "cpu_s": 25.0 + rank, "device_s": 10.0 + rank / 2,
-                                "tokens_trained": 40_000, "train_steps": 200, "final_loss": 0.5,
-                                "peak_mem_gb": 1.0 + rank / 64}}
-            write_json(tdir / "metrics.json", metrics)
-            write_json(tdir / "manifest.json", {
-                "experiment": name, "trial": number, "params": params, "seed": s, "split_hash": SPLIT_HASH,
-                "spec": {"eval": {"metric": "field_accuracy"}, "tracking": {"project": "harness-test"}}})
-            TrialResult(number=number, status="complete", params=params, metrics=metrics).write(tdir)
+            _write_trial(study / trial_dir_name(number), name, number, {"lora.r": rank, "train.seed": s}, s,
+                         {"base": base_rows, "tuned": tuned_rows}, size=rank, rng=trial_rng,
+                         spec={"eval": {"metric": "field_accuracy"}, "tracking": {"project": "harness-test"}})
             number += 1
     if failed_trial:
         params = {"lora.r": 32, "train.seed": seeds[0]}
@@ -101,6 +108,46 @@ def write_synthetic_study(root: str | Path, *, name: str = "synthetic", ranks: S
                                             "seed": seeds[0], "split_hash": SPLIT_HASH})
         TrialResult(number=number, status="failed", params=params,
                     reason="RuntimeError: CUDA out of memory (synthetic)").write(tdir)
+    return study
+
+
+def write_synthetic_grid(root: str | Path, grid: dict[str, list[Any]], effect: Callable[[dict[str, Any]], float], *,
+                         name: str = "synthetic-grid", seeds: Sequence[int] = (0, 1), n_items: int = 200,
+                         base_p: float = 0.45, seed_sd: float = 0.03,
+                         not_run: Callable[[dict[str, Any]], str | None] | None = None,
+                         reference: dict[str, Any] | None = None, seed: int = 0) -> Path:
+    """A full-factorial study: every point of `grid` × seed is a trial, numbered as `harness.grid.study` numbers
+    them (keys sorted, seeds innermost), with the grid and `reference` recorded in its manifests.
+
+    The tuned arm answers each field of item i correctly with probability `item_p[i] + effect(params)`,
+    plus a per-seed shift of SD `seed_sd` shared by every grid point (a training seed's data order and
+    initialisation); the base arm is one evaluation, the same in every trial. A point for which
+    `not_run(params)` gives a reason is recorded as not run (as a QLoRA trial without CUDA is).
+    """
+    rng = np.random.default_rng(seed)
+    study = Path(root) / name
+    item_p = np.clip(base_p + rng.normal(0, 0.15, n_items), 0.05, 0.9)
+    seed_shift = {s: rng.normal(0, seed_sd) for s in seeds}
+    base_rows = _eval_rows("base", item_p, np.clip(item_p + 0.2, 0, 1), None, np.random.default_rng(seed + 1))
+    spec = {"eval": {"metric": "field_accuracy"}, "tracking": {"project": "harness-test"},
+            "search": {"grid": grid, "seeds": list(seeds), "sampler": "grid"},
+            "report": {"reference": dict(reference or {})}}
+    keys = sorted(grid)
+    number = 0
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        for s in seeds:
+            params = {**dict(zip(keys, combo)), "train.seed": s}
+            tdir = study / trial_dir_name(number)
+            reason = not_run(params) if not_run else None
+            if reason:
+                TrialResult(number=number, status="not_run", params=params, reason=reason).write(tdir)
+            else:
+                trial_rng = np.random.default_rng([seed, number, s])
+                p = np.clip(item_p + effect(params) + seed_shift[s], 0, 1)
+                tuned_rows = _eval_rows("tuned", p, np.full(n_items, 0.95), None, trial_rng)
+                _write_trial(tdir, name, number, params, s, {"base": base_rows, "tuned": tuned_rows},
+                             size=float(params.get("lora.r", 8)), rng=trial_rng, spec=spec)
+            number += 1
     return study
 
 

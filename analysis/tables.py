@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.compare import Comparison, Quality
-from analysis.load import Study
+from analysis.contrasts import INTERACTION, TREND, ContrastFamily
+from analysis.load import Study, format_value
 from harness.results import write_atomic
 
 ARM_COLUMNS = ["arm", "n_items", "n_seeds", "quality", "quality_ci_low", "quality_ci_high", "baseline", "delta",
@@ -64,16 +65,21 @@ def cost_per_1k_calls(rows: pd.DataFrame, device_s_per_item: float, price_per_de
     return 1000 * device_s_per_item / 3600 * price_per_device_hour
 
 
+def trials_cost(study: Study, trials: Sequence[int]) -> dict[str, float]:
+    """Mean device- and wall-seconds and tokens trained, and peak memory, over `trials` (their cost blocks)."""
+    costs = study.costs[study.costs["trial"].isin(list(trials))] if not study.costs.empty else study.costs
+    pick = lambda col, how: (float(getattr(costs[col], how)())  # noqa: E731
+                             if col in costs and costs[col].notna().any() else math.nan)
+    return {"train_device_s": pick("device_s", "mean"), "train_wall_s": pick("wall_s", "mean"),
+            "tokens_trained": pick("tokens_trained", "mean"), "peak_mem_gb": pick("peak_mem_gb", "max")}
+
+
 def training_cost(study: Study, label: str) -> dict[str, float]:
-    """Mean device-seconds and tokens trained, and peak memory, over the trials behind a tuned arm."""
-    none = {"train_device_s": math.nan, "tokens_trained": math.nan, "peak_mem_gb": math.nan}
+    """`trials_cost` of the trials behind a tuned arm (NaN for an untuned arm: it was never trained)."""
     rows = study.rows(label)
-    if rows["arm"].iloc[0] in study.untuned_arms or study.costs.empty:
-        return none  # an untuned arm was never trained
-    costs = study.costs[study.costs["trial"].isin(rows["trial"].unique())]
-    pick = lambda col, how: float(getattr(costs[col], how)()) if col in costs and costs[col].notna().any() else math.nan
-    return {"train_device_s": pick("device_s", "mean"), "tokens_trained": pick("tokens_trained", "mean"),
-            "peak_mem_gb": pick("peak_mem_gb", "max")}
+    if rows["arm"].iloc[0] in study.untuned_arms:
+        return trials_cost(study, [])
+    return trials_cost(study, rows["trial"].unique())
 
 
 def arm_table(study: Study, qualities: Sequence[Quality], comparisons: Sequence[Comparison], *,
@@ -161,6 +167,72 @@ def display_comparisons(comparisons: Sequence[Comparison], *, confidence: float 
         "d_z": _num(c.effect_size, 2), "MDE": _num(c.mde), "cluster SE": _num(c.cluster_se),
         "Verdict": c.verdict, "Note": c.note or DASH,
     } for c in comparisons])
+
+
+CONTRAST_VERDICTS = {
+    TREND: {"better": "rises with the level", "worse": "falls with the level", "no detectable difference":
+            "no detectable trend"},
+    INTERACTION: {"better": "larger effect at this level", "worse": "smaller effect at this level",
+                  "no detectable difference": "no detectable interaction"},
+}
+
+
+def contrast_table(study: Study, family: ContrastFamily) -> pd.DataFrame:
+    """One numeric row per contrast: what was contrasted, its statistics, and each side's training cost."""
+    rows = []
+    for c in family.contrasts:
+        row = c.to_dict()
+        for side, trials in (("a", c.trials_a), ("b", c.trials_b)):
+            row.update({f"{k}_{side}": v for k, v in trials_cost(study, trials).items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pair(a: float, b: float, digits: int) -> str:
+    return DASH if not (np.isfinite(a) or np.isfinite(b)) else f"{_num(a, digits)} / {_num(b, digits)}"
+
+
+def display_contrasts(study: Study, family: ContrastFamily, *, confidence: float = 0.95) -> pd.DataFrame:
+    """A contrast family as formatted strings: the levels, the statistics of `display_comparisons`, and
+    (for level contrasts) peak memory and training time of the level beside the reference."""
+    stats = display_comparisons(family.comparisons, confidence=confidence)
+    delta = f"Δ = A − B [{confidence:.0%} CI]"
+    level = lambda v: DASH if v is None else format_value(v)  # noqa: E731
+    used = lambda c: f"{c.combinations[0]}/{c.combinations[1]}" if c.averaged_over else DASH  # noqa: E731
+    columns: dict[str, list] = {"Arm": [c.arm for c in family.contrasts]}
+    if family.kind == TREND:
+        columns["Levels"] = [", ".join(map(format_value, c.level)) for c in family.contrasts]
+        columns["Scale"] = [c.scale for c in family.contrasts]
+        columns["Combinations"] = [used(c) for c in family.contrasts]
+        columns[f"slope [{confidence:.0%} CI]"] = list(stats[delta])
+    elif family.kind == INTERACTION:
+        columns[family.by] = [f"{level(c.by_level)} vs {level(c.by_reference)}" for c in family.contrasts]
+        columns[family.factor] = [f"{level(c.level)} vs {level(c.reference)}" for c in family.contrasts]
+        columns["Combinations"] = [used(c) for c in family.contrasts]
+        columns["Δ at level"] = [_signed(c.comparison.mean_a) for c in family.contrasts]
+        columns["Δ at reference"] = [_signed(c.comparison.mean_b) for c in family.contrasts]
+        columns[f"difference of Δs [{confidence:.0%} CI]"] = list(stats[delta])
+    else:
+        if family.by:
+            columns[family.by] = [level(c.by_level) for c in family.contrasts]
+        columns["Level (A)"] = [level(c.level) for c in family.contrasts]
+        columns["Reference (B)"] = [level(c.reference) for c in family.contrasts]
+        columns["Combinations"] = [used(c) for c in family.contrasts]
+        columns["mean A"] = [_num(c.comparison.mean_a) for c in family.contrasts]
+        columns["mean B"] = [_num(c.comparison.mean_b) for c in family.contrasts]
+        columns[delta] = list(stats[delta])
+    for name in ("Items", "Seeds", "Test", "adj. p", "d_z", "MDE"):
+        columns[name] = list(stats[name])
+    # "better" and "worse" read wrongly for a slope or a difference of differences: say what was found.
+    words = CONTRAST_VERDICTS.get(family.kind, {})
+    columns["Verdict"] = [words.get(v, v) for v in stats["Verdict"]]
+    if family.kind not in (TREND, INTERACTION):
+        costs = [(trials_cost(study, c.trials_a), trials_cost(study, c.trials_b)) for c in family.contrasts]
+        columns["peak mem GB (A / B)"] = [_pair(a["peak_mem_gb"], b["peak_mem_gb"], 2) for a, b in costs]
+        columns["train wall s (A / B)"] = [_pair(a["train_wall_s"], b["train_wall_s"], 1) for a, b in costs]
+        columns["train device-s (A / B)"] = [_pair(a["train_device_s"], b["train_device_s"], 1) for a, b in costs]
+    columns["Note"] = list(stats["Note"])
+    return pd.DataFrame(columns)
 
 
 # ---------------------------------------------------------------- rendering

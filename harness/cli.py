@@ -180,15 +180,15 @@ def dashboard(name: str, preset: Optional[str] = PRESET, storage: Optional[str] 
 
 @app.command()
 def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
-           baseline: str = typer.Option("base", help="the arm every other arm is compared with")) -> None:
+           baseline: str = typer.Option("base", help="the arm every other arm is compared with"),
+           set_: Optional[list[str]] = SET) -> None:
     """Write results/NAME/report.md and report.json: significance-tested tables and figures."""
     from analysis import load_study
     from analysis.report import build_report, log_report_to_wandb
 
-    spec = _load(name, preset)
+    spec = _load(name, preset, set_)
     study_dir = _results_root(results) / spec.name
-    study = load_study(study_dir)
-    labels = study.arm_labels
+    labels = load_study(study_dir).arm_labels
     # Stage-on-stage comparisons the trials recorded, e.g. SFT+DPO vs the SFT it started from.
     groups: dict[str, list[tuple[str, str]]] = {}
     for arm, before in _stage_pairs(study_dir):
@@ -196,8 +196,8 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
                    if label.startswith(arm) and before + label[len(arm):] in labels]
         if matched:
             groups[f"{arm}_vs_{before}"] = matched
-    # The headline the trials recorded (a run with `--set eval.metric=chrf` reports on chrF), else the spec's.
-    paths = build_report(study_dir, baseline=baseline, metric=study.headline_metric or spec.eval.metric, groups=groups or None)
+    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric, groups=groups or None,
+                         reference=spec.report.reference)
     log_report_to_wandb(paths, spec.name, project=spec.tracking.project,
                         mode=None if spec.tracking.wandb == "auto" else spec.tracking.wandb)
     console.print(f"wrote {paths.markdown} and {paths.json}")

@@ -12,14 +12,15 @@ from pydantic import Field, ValidationError, create_model, model_validator
 from harness import stages
 from harness.stages import spec_dump
 from harness.config import (DataSpec, Distribution, EndpointSpec, EvalSpec, LoraSpec, ModelSpec, OptimArgs,
-                            PricingSpec, SearchSpec, TrackingSpec, TrainSpec, deep_merge, set_dotted)
-from harness.config.loading import _describe
+                            PricingSpec, ReportSpec, SearchSpec, TrackingSpec, TrainSpec, deep_merge,
+                            set_dotted)
+from harness.config.loading import FieldConflict, _describe
 from harness.config.sections import _Strict
 from harness.errors import SpecError
 from harness.evaluation.metrics import check_metrics
 
 __all__ = ["DataSpec", "Distribution", "EndpointSpec", "EvalSpec", "ExperimentSpec", "LoraSpec", "ModelSpec",
-           "OptimArgs", "PricingSpec", "SearchSpec", "TrackingSpec", "TrainSpec", "deep_merge", "load_spec",
+           "OptimArgs", "PricingSpec", "ReportSpec", "SearchSpec", "TrackingSpec", "TrainSpec", "deep_merge", "load_spec",
            "set_dotted", "spec_dump", "validate_spec"]
 
 
@@ -34,6 +35,7 @@ class _CoreSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     pricing: PricingSpec = Field(default_factory=PricingSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named overrides, e.g. smoke")
 
     source: Path | None = Field(None, exclude=True)
@@ -45,7 +47,10 @@ class _CoreSpec(_Strict):
             raise ValueError("a sampler selects trials: set data.dev_size so it selects on a dev split")
         if self.search.pruner != "none" and (self.data.dev_size == 0 or self.eval.dev_every_steps is None):
             raise ValueError("a pruner needs data.dev_size and eval.dev_every_steps (intermediate dev scores)")
-        check_metrics(self.eval.metrics, self.eval)
+        try:
+            check_metrics(self.eval.metrics, self.eval)
+        except ValueError as e:
+            raise FieldConflict(str(e), ("eval", "metrics")) from None
         methods = stages.train_methods()
         if self.train.method not in methods:
             raise ValueError(f"train.method '{self.train.method}' is not a training method "

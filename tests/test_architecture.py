@@ -134,9 +134,16 @@ FINGERPRINTS = {
     "rank_ablation:": "e6a1817a5c92d41b", "rank_ablation:smoke": "f2690f379e639f7a",
     "sft_vs_dpo:": "4965e42449687715", "sft_vs_dpo:smoke": "2d42aba9c71e23db",
     "three_way:": "9c65dbd89e6ed478", "three_way:smoke": "807d6dbe0391066a",
+    # added since: its own snapshot from the commit that shipped it (ade26fb)
+    "sft_vs_grpo:": "5e34f1a972782151", "sft_vs_grpo:smoke": "efe9fde33cb1a3d3",
     # Added with the free-text task (issue 13).
     "voice:": "9e70bdb77f1f504c", "voice:smoke": "fbcd2dc64a14753e",
 }
+
+
+def test_every_shipped_experiment_has_a_fingerprint_snapshot():
+    shipped = {p.stem for p in (ROOT / "experiments").glob("*.yaml")}
+    assert shipped == {key.split(":")[0] for key in FINGERPRINTS}, "a new shipped experiment gets its snapshot here"
 
 
 @pytest.mark.parametrize("key", sorted(FINGERPRINTS))

@@ -44,7 +44,11 @@ def test_rank_ablation_smoke_reports_qlora_as_not_run(tmp_path, harness_home):
     assert report.returncode == 0, report.stderr[-3000:]
     text = (tmp_path / "rank_ablation-smoke" / "report.md").read_text()
     assert "not run" in text.lower() and "CUDA" in text
-    _figures_have_data(tmp_path / "rank_ablation-smoke", expect={"loss_curves", "quality_vs_rank"})
+    # The rank contrast is answered with LoRA; QLoRA vs LoRA at each rank says why it is not.
+    assert "#### lora.r: each level vs lora.r=2" in text and "| tuned | 8 | 2 | 1/2 |" in text
+    assert "not compared, tuned[model.load_in_4bit=True,lora.r=8] vs tuned[model.load_in_4bit=False,lora.r=8]: " \
+           "no complete trial of 'tuned' at lora.r=8, model.load_in_4bit=True (2 trials not run: 4-bit QLoRA" in text
+    _figures_have_data(tmp_path / "rank_ablation-smoke", expect={"loss_curves", "quality_vs_rank", "levels_lora_r"})
     layout.check(tmp_path / "rank_ablation-smoke", "rank_ablation")
 
 

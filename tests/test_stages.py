@@ -80,7 +80,15 @@ def test_unknown_field_in_a_section_names_file_line_and_field(name, tmp_path):
 
 def test_mined_dpo_pairs_without_a_dev_split_are_refused(tmp_path):
     path = _write_spec(tmp_path, {"dpo": {"pairs": "mined"}, "data": {"builtin": "realestate", "dev_size": 0}})
-    with pytest.raises(SpecError, match="dpo.pairs: mined needs data.dev_size"):
+    with pytest.raises(SpecError, match="dpo.pairs: mined needs data.dev_size") as e:
+        load_spec(path)
+    assert f"{path}:" in str(e.value) and "field 'dpo.pairs'" in str(e.value)
+
+
+def test_a_contestant_name_given_twice_is_refused_at_the_second(tmp_path):
+    endpoint = {"url": "http://127.0.0.1:9/v1", "model": "m"}
+    path = _write_spec(tmp_path, {"contestants": [{"name": "a", "endpoint": endpoint}, {"name": "a", "endpoint": endpoint}]})
+    with pytest.raises(SpecError, match="field 'contestants.1.name': contestant name 'a' is given twice"):
         load_spec(path)
 
 
@@ -91,7 +99,9 @@ def test_a_contestant_named_like_an_arm_or_block_is_refused_naming_both(name, cl
                                                                               "model": "m"}}]})
     with pytest.raises(SpecError) as e:
         load_spec(path)
-    assert f"'{name}'" in str(e.value) and clash.split("'")[1] in str(e.value) and "contestants" in str(e.value)
+    message = str(e.value)
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if f"name: {name}" in text)
+    assert f"{path}:{line}: field 'contestants.0.name'" in message and f"arm '{name}'" in message and clash in message
 
 
 def test_two_stages_writing_one_arm_are_refused_naming_both(tmp_path):

@@ -22,7 +22,7 @@ def test_voice_smoke_scores_free_text_and_judges_it(tmp_path, harness_home, llam
     sets = [arg for s in judge for arg in ("--set", s)]
     proc = harness("run", "voice", "--preset", "smoke", "--results", str(tmp_path), *sets, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = harness("report", "voice", "--preset", "smoke", "--results", str(tmp_path), env=env)
+    report = harness("report", "voice", "--preset", "smoke", "--results", str(tmp_path), *sets, env=env)
     assert report.returncode == 0, report.stderr[-3000:]
     study = next(tmp_path.glob("voice-smoke*"))
     trial = study / "trial-0000"
@@ -56,7 +56,7 @@ def test_sft_vs_dpo_on_free_text_mines_by_chrf_and_compares_every_metric(tmp_pat
     args = [arg for s in sets for arg in ("--set", s)]
     proc = harness("run", "sft_vs_dpo", "--preset", "smoke", "--results", str(tmp_path), *args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = harness("report", "sft_vs_dpo", "--preset", "smoke", "--results", str(tmp_path), env=env)
+    report = harness("report", "sft_vs_dpo", "--preset", "smoke", "--results", str(tmp_path), *args, env=env)
     assert report.returncode == 0, report.stderr[-3000:]
     study = next(tmp_path.glob("sft_vs_dpo-smoke*"))
     trial = study / "trial-0000"

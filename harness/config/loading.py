@@ -29,14 +29,26 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+class FieldConflict(ValueError):
+    """A cross-section rule broken at a known field (raised in a spec validator): its error names that field."""
+
+    def __init__(self, message: str, loc: tuple[Any, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 def _describe(errors: ValidationError, source: str, root: yaml.Node | None, prefix: tuple = ()) -> str:
     lines = []
     for err in errors.errors():
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        conflict = (err.get("ctx") or {}).get("error")
+        raw_loc = conflict.loc if isinstance(conflict, FieldConflict) else err["loc"]
+        loc = prefix + tuple(p for p in raw_loc if not (isinstance(p, str) and p.startswith("function-")))
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(root, loc)
         where = f"{source}:{line}" if line else source
         msg = "unknown field (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        if isinstance(conflict, FieldConflict):
+            msg = str(conflict)
         lines.append(f"{where}: field '{field}': {msg}")
     return "\n".join(lines)
 

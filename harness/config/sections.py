@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -190,3 +190,25 @@ class SearchSpec(_Strict):
 
 class PricingSpec(_Strict):
     device_price_per_hour: float | None = Field(None, ge=0, description="USD per device-hour for local models")
+
+
+class ReportSpec(_Strict):
+    """How `harness report` reads the study; it changes no trial, so it is not part of the study's fingerprint."""
+
+    reference: dict[str, Any] = Field(
+        default_factory=dict, description="per grid factor, the level every other level is contrasted with "
+                                          "(default: the grid's first), e.g. {lora.r: 16}")
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _dotted(cls, value: Any) -> Any:
+        # `--set report.reference.lora.r=16` arrives nested as {lora: {r: 16}}: the factor is `lora.r`.
+        def flat(prefix: str, node: Any, out: dict[str, Any]) -> dict[str, Any]:
+            if isinstance(node, dict) and (not prefix or node):
+                for k, v in node.items():
+                    flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+            else:
+                out[prefix] = node
+            return out
+
+        return flat("", value, {}) if isinstance(value, dict) else value

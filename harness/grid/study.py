@@ -92,6 +92,10 @@ def validate_search(spec: ExperimentSpec) -> list[GridPoint]:
             if not _field_exists(key):
                 raise SpecError(f"search.{section} names '{key}', which the spec does not have "
                                 "(use dotted fields such as lora.r, train.learning_rate)", where=where)
+    if spec.report.reference:  # a reference level the report cannot find is wrong before any trial runs
+        from analysis.contrasts import check_reference
+
+        check_reference(spec.report.reference, spec.search.grid, where=where)
     points = grid_points(spec)
     for point in points:
         trial_spec(spec, point.params)
@@ -102,8 +106,8 @@ def validate_search(spec: ExperimentSpec) -> list[GridPoint]:
 
 
 def spec_fingerprint(spec: ExperimentSpec) -> str:
-    """What makes two studies the same experiment (tracking settings and presets aside)."""
-    raw = spec_dump(spec, exclude={"tracking", "presets"})
+    """What makes two studies the same experiment (tracking settings, presets and report options aside)."""
+    raw = spec_dump(spec, exclude={"tracking", "presets", "report"})
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 

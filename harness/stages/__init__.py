@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Callable
 
+from harness.config.loading import FieldConflict
+
 if TYPE_CHECKING:
     from harness.spec import ExperimentSpec
     from harness.stages.context import TrialContext
@@ -131,7 +133,7 @@ def planned_arms(spec: "ExperimentSpec") -> dict[str, tuple[str, ArmRole]]:
 
     Raises ValueError naming both writers: a contestant called `cost` or `base`, or DPO and GRPO both
     snapshotting `sft`, would otherwise overwrite each other's results."""
-    owners: dict[str, str] = {block: "the trial's record" for block in CORE_BLOCKS}
+    owners: dict[str, str] = {block: f"the metrics block '{block}' every trial writes" for block in CORE_BLOCKS}
     for stage, cfg in pipeline(spec):
         for block in stage.blocks:
             if block in owners:
@@ -139,13 +141,14 @@ def planned_arms(spec: "ExperimentSpec") -> dict[str, tuple[str, ArmRole]]:
             owners[block] = f"the metrics block '{block}' of stage '{stage.name}'"
     arms: dict[str, tuple[str, ArmRole]] = {}
     for stage, cfg in pipeline(spec):
-        for arm, role in (stage.arms(spec, cfg) if stage.arms else {}).items():
+        loc = (stage.section,) if stage.section else ()
+        for i, (arm, role) in enumerate((stage.arms(spec, cfg) if stage.arms else {}).items()):
+            where = (*loc, i, "name") if stage.many else loc  # a list section: the entry that names the arm
             if arm in arms and arms[arm][0] != stage.name:
-                raise ValueError(f"arm '{arm}' is written by both stage '{arms[arm][0]}' and stage '{stage.name}'")
+                raise FieldConflict(f"arm '{arm}' is written by both stage '{arms[arm][0]}' and stage "
+                                    f"'{stage.name}'", where)
             if arm in owners:
-                raise ValueError(f"arm '{arm}' of stage '{stage.name}' collides with {owners[arm]}")
-            if arm in arms:  # the same stage names an arm twice (two contestants of one name)
-                raise ValueError(f"arm '{arm}' is named twice in stage '{stage.name}'")
+                raise FieldConflict(f"arm '{arm}' of stage '{stage.name}' collides with {owners[arm]}", where)
             arms[arm] = (stage.name, role)
     return arms
 

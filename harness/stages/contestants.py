@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from harness.config.endpoint import EndpointSpec
+from harness.config.loading import FieldConflict
 from harness.config.sections import _Strict
 from harness.stages import Phase, register_stage
 from harness.stages.context import TrialContext
@@ -30,9 +31,10 @@ def run(ctx: TrialContext, contestants: list[ContestantSpec]) -> None:
 
 def _arms(contestants: list[ContestantSpec]) -> dict[str, str]:
     names = [c.name for c in contestants]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"contestant name '{twice[0]}' is given twice: each contestant is its own arm")
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise FieldConflict(f"contestant name '{name}' is given twice: each contestant is its own arm",
+                                ("contestants", i, "name"))
     return {name: "endpoint" for name in names}
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field, model_validator
 
 from harness.config import OptimArgs
+from harness.config.loading import FieldConflict
 from harness.data.example import Example
 from harness.errors import DataError, HarnessError, SpecError
 from harness.results import write_jsonl
@@ -251,10 +252,11 @@ def _judge_grades(ctx: TrialContext) -> Callable[[list[dict[str, Any]]], None]:
 
 def _mined_needs_dev(spec, cfg: DPOSpec) -> None:
     if cfg.pairs == "mined" and spec.data.dev_size == 0:
-        raise ValueError("dpo.pairs: mined needs data.dev_size (pairs come from the SFT model's dev failures)")
+        raise FieldConflict("dpo.pairs: mined needs data.dev_size (pairs come from the SFT model's dev failures)",
+                            ("dpo", "pairs"))
     if cfg.pairs == "mined" and cfg.metric == "judge" and (spec.judge is None or spec.judge.rubric.scale is None):
-        raise ValueError("dpo.metric: judge grades the dev answers with the judge section's rubric: "
-                         "add judge: with an endpoint and rubric.scale")
+        raise FieldConflict("dpo.metric: judge grades the dev answers with the judge section's rubric: "
+                            "add judge: with an endpoint and rubric.scale", ("dpo", "metric"))
 
 
 @register_stage("dpo", Phase.CONTINUE, section="dpo", model=DPOSpec, legacy=True, check=_mined_needs_dev,

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from harness.config.endpoint import EndpointSpec
+from harness.config.loading import FieldConflict
 from harness.config.sections import _Strict
 from harness.errors import SpecError
 from harness.results import write_jsonl
@@ -132,14 +133,17 @@ def _check(spec, cfg: JudgeSpec) -> None:
     for a, b in cfg.pairs or []:
         for arm in (a, b):
             if arm not in arms:
-                raise ValueError(f"judge.pairs: no arm '{arm}' in this trial (arms: {', '.join(sorted(arms))})")
+                raise FieldConflict(f"judge.pairs: no arm '{arm}' in this trial (arms: {', '.join(sorted(arms))})",
+                                    ("judge", "pairs"))
         if a == b:
-            raise ValueError(f"judge.pairs: ('{a}', '{b}') compares an arm with itself")
+            raise FieldConflict(f"judge.pairs: ('{a}', '{b}') compares an arm with itself", ("judge", "pairs"))
     for arm in cfg.arms or []:
         if arm not in arms:
-            raise ValueError(f"judge.arms: no arm '{arm}' in this trial (arms: {', '.join(sorted(arms))})")
+            raise FieldConflict(f"judge.arms: no arm '{arm}' in this trial (arms: {', '.join(sorted(arms))})",
+                                ("judge", "arms"))
     if cfg.pairwise and not judged_pairs(spec, cfg):
-        raise ValueError("judge: pairwise judging has no pair of arms (set eval.compare_base or judge.pairs)")
+        raise FieldConflict("judge: pairwise judging has no pair of arms (set eval.compare_base or judge.pairs)",
+                            ("judge", "mode"))
 
 
 def _preflight(spec, cfg: JudgeSpec) -> None:
