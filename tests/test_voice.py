@@ -15,15 +15,19 @@ pytestmark = pytest.mark.slow
 METRICS = ("chrf", "rouge_l", "format_ok", "words")
 
 
+def _run_and_report(name: str, tmp_path, home, sets: list[str]) -> None:
+    """`harness run` and `harness report` of the smoke preset with the same `--set`s."""
+    env = {"HARNESS_HOME": str(home), "WANDB_MODE": "disabled"}
+    args = [arg for s in sets for arg in ("--set", s)]
+    for command in ("run", "report"):
+        proc = harness(command, name, "--preset", "smoke", "--results", str(tmp_path), *args, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_voice_smoke_scores_free_text_and_judges_it(tmp_path, harness_home, llama):
-    env = {"HARNESS_HOME": str(harness_home), "WANDB_MODE": "disabled"}
-    judge = [f"judge.endpoint.url={llama.url}", f"judge.endpoint.model={llama.model}", "judge.endpoint.max_tokens=6",
-             "judge.rubric.text=Follows the house voice of the reference."]
-    sets = [arg for s in judge for arg in ("--set", s)]
-    proc = harness("run", "voice", "--preset", "smoke", "--results", str(tmp_path), *sets, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = harness("report", "voice", "--preset", "smoke", "--results", str(tmp_path), *sets, env=env)
-    assert report.returncode == 0, report.stderr[-3000:]
+    _run_and_report("voice", tmp_path, harness_home, [
+        f"judge.endpoint.url={llama.url}", f"judge.endpoint.model={llama.model}", "judge.endpoint.max_tokens=6",
+        "judge.rubric.text=Follows the house voice of the reference."])
     study = next(tmp_path.glob("voice-smoke*"))
     trial = study / "trial-0000"
     metrics, manifest = read_json(trial / "metrics.json"), read_json(trial / "manifest.json")
@@ -50,14 +54,9 @@ def test_voice_smoke_scores_free_text_and_judges_it(tmp_path, harness_home, llam
 
 
 def test_sft_vs_dpo_on_free_text_mines_by_chrf_and_compares_every_metric(tmp_path, harness_home):
-    env = {"HARNESS_HOME": str(harness_home), "WANDB_MODE": "disabled"}
-    sets = ["data.builtin=voice", "eval.metric=chrf", "eval.metrics=[chrf, rouge_l]", "dpo.metric=chrf",
-            "dpo.fail_below=0.99", "search.seeds=[0]"]
-    args = [arg for s in sets for arg in ("--set", s)]
-    proc = harness("run", "sft_vs_dpo", "--preset", "smoke", "--results", str(tmp_path), *args, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = harness("report", "sft_vs_dpo", "--preset", "smoke", "--results", str(tmp_path), *args, env=env)
-    assert report.returncode == 0, report.stderr[-3000:]
+    _run_and_report("sft_vs_dpo", tmp_path, harness_home, [
+        "data.builtin=voice", "eval.metric=chrf", "eval.metrics=[chrf, rouge_l]", "dpo.metric=chrf",
+        "dpo.fail_below=0.99", "search.seeds=[0]"])
     study = next(tmp_path.glob("sft_vs_dpo-smoke*"))
     trial = study / "trial-0000"
     pairs = read_jsonl(trial / "dpo_pairs.jsonl")

@@ -17,9 +17,8 @@ from harness.results import write_jsonl
 from harness.stages import Phase, final_arm, planned_arms, register_stage
 from harness.stages.context import TrialContext
 
-PAIRWISE_PROMPT = """You compare two answers to the same request. The reference answer shows what is wanted.
-
-Request:
+# What both prompts show the judge before the answers.
+_CONTEXT = """Request:
 {prompt}
 
 Reference answer:
@@ -27,7 +26,11 @@ Reference answer:
 
 Rubric:
 {rubric}
+"""
 
+PAIRWISE_PROMPT = """You compare two answers to the same request. The reference answer shows what is wanted.
+
+""" + _CONTEXT + """
 Answer A:
 {answer_a}
 
@@ -38,15 +41,7 @@ Which answer follows the rubric better? Reply with JSON only: {{"winner": "A"}},
 
 SINGLE_PROMPT = """You grade an answer to a request. The reference answer shows what is wanted.
 
-Request:
-{prompt}
-
-Reference answer:
-{reference}
-
-Rubric:
-{rubric}
-
+""" + _CONTEXT + """
 Answer:
 {answer}
 
