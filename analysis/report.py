@@ -27,6 +27,7 @@ from analysis.contrasts import (INTERACTION, MAIN, SIMPLE, TREND, ContrastFamily
 from analysis.compare import (Comparison, Level, Quality, adjust, comparisons_frame, pair_statistics,
                               paired_scores, quality)
 from analysis.errors import AnalysisError, UnknownArmError
+from analysis.judging import judge_markdown, judge_tables
 from analysis.load import Study, format_value, load_study
 from analysis.paired import DEFAULT_RESAMPLES
 from harness.results import write_atomic, write_json
@@ -289,7 +290,10 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
 
     pairs, pair_notes = baseline_pairs(study, baseline)
     headline = run_family(study, "headline", f"Comparisons vs baseline: {metric}", pairs, [metric], **options)
-    secondary_metrics = [m for m in SUMMARY_METRICS if m in study.score_metrics and m != metric]
+    # The summary metrics, then any other metric the spec declared (chrf, rouge_l, format.*, ...).
+    secondary_metrics = [m for m in (*SUMMARY_METRICS, *study.score_metrics)
+                         if m in study.score_metrics and m != metric and not m.startswith("field.")]
+    secondary_metrics = list(dict.fromkeys(secondary_metrics))
     secondary = run_family(study, "secondary", "Secondary metrics vs baseline", pairs, secondary_metrics, **options)
     extra = [run_family(study, name, f"{name}: comparisons", group_pairs, [metric], **options)
              for name, group_pairs in (groups or {}).items()]
@@ -369,6 +373,9 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
         md += _family_section(fam, written.get(fam.name), drawn.get(f"deltas_{fam.name}"), study_dir)
     if contrasts.factors:
         md += _contrasts_section(contrasts, study_dir, written, contrast_figures)
+    judge_pairwise, judge_single = judge_tables(study, alpha=alpha, confidence=confidence,
+                                                n_resamples=n_resamples, seed=seed)
+    md += judge_markdown(judge_pairwise, judge_single, confidence=confidence)
     md += ["## Figures", ""]
     for fig in drawn.values():
         if fig and not fig.name.startswith("deltas_"):
@@ -406,6 +413,9 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
                        "latex": _relative(v.latex, study_dir)} for k, v in written.items()},
         "figures": {k: [_relative(p, study_dir) for p in v.paths] for k, v in drawn.items() if v},
         "skipped_figures": skipped, "notes": [*study.notes, *pair_notes],
+        **({"judge": {"pairwise": json.loads(judge_pairwise.to_json(orient="records")),
+                      "single": json.loads(judge_single.to_json(orient="records"))}}
+           if not (judge_pairwise.empty and judge_single.empty) else {}),
     })
     return ReportPaths(md_path, json_path, written, {k: v for k, v in drawn.items() if v})
 

@@ -129,9 +129,12 @@ def trial_dir_name(number: int) -> str:
 
 def base_eval_key(spec: Any, split_hash: str) -> str:
     """`base-eval/<key>.jsonl`: the untuned base's held-out rows, shared by every trial that would
-    produce the same ones (model, frozen split, system prompt, generation length and item limit)."""
+    produce the same ones (model, frozen split, system prompt, generation length, item limit and the
+    declared metrics)."""
     relevant = {"model": spec.model.model_dump(mode="json"), "split": split_hash, "system": spec.data.system_prompt,
                 "eval": spec.eval.model_dump(mode="json", include={"max_new_tokens", "limit"})}
+    if spec.eval.metrics or spec.eval.format:  # the rows carry their scores; without extra metrics the key is as before
+        relevant["scores"] = spec.eval.model_dump(mode="json", include={"metrics", "format"})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

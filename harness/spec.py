@@ -14,9 +14,10 @@ from harness.stages import spec_dump
 from harness.config import (DataSpec, Distribution, EndpointSpec, EvalSpec, LoraSpec, ModelSpec, OptimArgs,
                             PricingSpec, ReportSpec, SearchSpec, TrackingSpec, TrainSpec, deep_merge,
                             set_dotted)
-from harness.config.loading import _describe
+from harness.config.loading import FieldConflict, _describe
 from harness.config.sections import _Strict
 from harness.errors import SpecError
+from harness.evaluation.metrics import check_metrics
 
 __all__ = ["DataSpec", "Distribution", "EndpointSpec", "EvalSpec", "ExperimentSpec", "LoraSpec", "ModelSpec",
            "OptimArgs", "PricingSpec", "ReportSpec", "SearchSpec", "TrackingSpec", "TrainSpec", "deep_merge", "load_spec",
@@ -46,6 +47,10 @@ class _CoreSpec(_Strict):
             raise ValueError("a sampler selects trials: set data.dev_size so it selects on a dev split")
         if self.search.pruner != "none" and (self.data.dev_size == 0 or self.eval.dev_every_steps is None):
             raise ValueError("a pruner needs data.dev_size and eval.dev_every_steps (intermediate dev scores)")
+        try:
+            check_metrics(self.eval.metrics, self.eval)
+        except ValueError as e:
+            raise FieldConflict(str(e), ("eval", "metrics")) from None
         methods = stages.train_methods()
         if self.train.method not in methods:
             raise ValueError(f"train.method '{self.train.method}' is not a training method "

@@ -136,6 +136,8 @@ FINGERPRINTS = {
     "three_way:": "9c65dbd89e6ed478", "three_way:smoke": "807d6dbe0391066a",
     # added since: its own snapshot from the commit that shipped it (ade26fb)
     "sft_vs_grpo:": "5e34f1a972782151", "sft_vs_grpo:smoke": "efe9fde33cb1a3d3",
+    # Added with the free-text task (issue 13).
+    "voice:": "9e70bdb77f1f504c", "voice:smoke": "fbcd2dc64a14753e",
 }
 
 

@@ -260,12 +260,12 @@ def test_quant_delta_writes_rows_per_arm(tiny_adapter, converter, tmp_path):
     from harness.evaluation.prompting import render_prompt
     from harness.export.quant_delta import NF4_NEEDS_CUDA, quant_delta
     from harness.results import read_json, read_jsonl
-    from harness.evaluation.scoring import get_scorer
+    from harness.evaluation.metrics import scorer_for
 
     base, tok, adapter = tiny_adapter
     heldout = load_builtin(0, tmp_path / "data").heldout[:3]
     out = tmp_path / "quant"
-    arms = quant_delta(base, tok, adapter, heldout, get_scorer("json"), out,
+    arms = quant_delta(base, tok, adapter, heldout, scorer_for("json"), out,
                        types=("q8_0", "q4_k_m"), max_new_tokens=8, batch_size=4, n_threads=2)
 
     ran = {"merged", "q8_0", "q4_k_m"} | ({"nf4"} if torch.cuda.is_available() else set())

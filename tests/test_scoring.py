@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from harness.evaluation.scoring import SCORERS, first_object, get_scorer, parse_object, score, score_text
+from harness.evaluation.metrics import TASK_SCORERS, scorer_for
+from harness.evaluation.scoring import first_object, parse_object, score, score_text
 
 REF = ('{"price_per_sqft": 142, "neighborhood_median_ppsf": 131, "vs_neighborhood": "above", '
        '"drivers": ["good condition", "built 2005"], "verdict": "Priced 8% above."}')
@@ -89,8 +90,9 @@ def test_parsers():
     assert first_object("nothing") is None
 
 
-def test_registry():
-    assert get_scorer("json") is score and get_scorer("text") is score_text
-    assert set(SCORERS) == {"json", "text"}
+def test_task_scorers_score_as_before():
+    assert set(TASK_SCORERS) == {"json", "text"}
+    assert scorer_for("json")(REF, REF) == score(REF, REF)
+    assert scorer_for("text")("A  b", "a b") == score_text("A  b", "a b")
     with pytest.raises(HarnessError, match="known: json, text"):
-        get_scorer("bleu")
+        scorer_for("bleu")

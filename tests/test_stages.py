@@ -176,6 +176,8 @@ def _contract_extra(stage: stages.Stage, llama_url: str | None) -> dict:
         example["teacher"]["url"] = llama_url
     if stage.section == "contestants":
         example[0]["endpoint"].update(url=llama_url, max_tokens=4)
+    if stage.section == "judge":
+        example["endpoint"].update(url=llama_url, model="judge", max_tokens=6)
     return {stage.section: example} if stage.section else {}
 
 
@@ -189,7 +191,7 @@ def test_stage_runs_in_the_pipeline_and_writes_what_it_declares(name, tmp_path, 
 
     stage = _stage(name)
     url = None
-    if stage.section in ("distill", "contestants"):  # a real OpenAI-compatible server on loopback
+    if stage.section in ("distill", "contestants", "judge"):  # a real OpenAI-compatible server on loopback
         url = request.getfixturevalue("llama").url
     if stage.section == "forgetting":
         require((SHARED / "data" / "benchmarks" / "arc-easy" / "test.jsonl").exists(),

@@ -93,6 +93,39 @@ class TrainSpec(OptimArgs):
         "auto", description="auto: Unsloth when CUDA and unsloth are present, else HF (+ Liger on CUDA)")
 
 
+# Fields added to a core section after studies existed: left out of a spec's dump (fingerprint, manifest) while
+# they hold their default, so adding one never changes an existing study (see `harness.stages.spec_dump`).
+ADDED_LATER = {"added_later": True}
+
+
+class FormatRule(_Strict):
+    """A length or format check of a free-text answer (metric `format`): every condition given must hold."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="its score is format.<name>")
+    must_match: str | None = Field(None, description="a Python regex the answer must contain (re.search)")
+    must_not_match: str | None = Field(None, description="a Python regex the answer must not contain")
+    min_words: int | None = Field(None, ge=0)
+    max_words: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "FormatRule":
+        import re
+
+        if all(v is None for v in (self.must_match, self.must_not_match, self.min_words, self.max_words)):
+            raise ValueError(f"format rule '{self.name}' checks nothing: give must_match, must_not_match, "
+                             "min_words or max_words")
+        for key in ("must_match", "must_not_match"):
+            pattern = getattr(self, key)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"format rule '{self.name}': {key} is not a valid regex ({e})") from None
+        if self.min_words is not None and self.max_words is not None and self.min_words > self.max_words:
+            raise ValueError(f"format rule '{self.name}': min_words > max_words")
+        return self
+
+
 class EvalSpec(_Strict):
     max_new_tokens: int = Field(160, gt=0)
     batch_size: int = Field(16, gt=0)
@@ -100,6 +133,10 @@ class EvalSpec(_Strict):
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out items (smoke runs)")
     metric: str = Field("field_accuracy", description="the headline metric")
     dev_every_steps: int | None = Field(None, gt=0, description="evaluate the dev split every N steps (pruning)")
+    metrics: list[str] = Field(default_factory=list, json_schema_extra=ADDED_LATER,
+                               description="registered metrics scored beside the task's own (chrf, rouge_l, ...)")
+    format: list[FormatRule] = Field(default_factory=list, json_schema_extra=ADDED_LATER,
+                                     description="length and format rules of free-text answers (metric 'format')")
 
 
 class TrackingSpec(_Strict):

@@ -13,6 +13,10 @@ from harness.errors import DataError
 from harness.spec import DataSpec
 
 
+# Built-in datasets: name → module with `load_builtin(seed, cache_dir)` and `cache_directory(cache_dir, seed)`.
+BUILTINS = {"realestate": "harness.data.realestate", "voice": "harness.data.voice"}
+
+
 @dataclass
 class PreparedData:
     """The examples one trial may use. `heldout` is read only by evaluation, never by training."""
@@ -38,15 +42,16 @@ def prepare_data(spec: DataSpec, cache_dir: Path, *, refreeze: bool = False) -> 
     """Load the data a spec names, freeze (or verify) its held-out split and refuse leakage."""
     card = None
     if spec.builtin is not None:
-        if spec.builtin != "realestate":
-            raise DataError(f"unknown built-in dataset '{spec.builtin}' (known: realestate)")
-        from harness.data.realestate import load_builtin
+        if spec.builtin not in BUILTINS:
+            raise DataError(f"unknown built-in dataset '{spec.builtin}' (known: {', '.join(BUILTINS)})")
+        import importlib
 
-        built = load_builtin(spec.seed, cache_dir)
-        directory = cache_dir / "realestate" / f"seed-{spec.seed}"
+        module = importlib.import_module(BUILTINS[spec.builtin])
+        built = module.load_builtin(spec.seed, cache_dir)
+        directory = module.cache_directory(cache_dir, spec.seed)
         train_path, heldout_path = directory / "train.jsonl", directory / "heldout.jsonl"
         train, heldout = built.train, built.heldout
-        source, card = f"builtin:realestate(seed={spec.seed})", built.card
+        source, card = f"builtin:{spec.builtin}(seed={spec.seed})", built.card
     else:
         if spec.file is not None:
             train_path, heldout_path = materialise_split(spec.file, spec.heldout_fraction, spec.seed, spec.format)

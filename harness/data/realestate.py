@@ -342,7 +342,7 @@ def build(seed: int = 0, n_train: int = 600, n_heldout: int = 100) -> RealEstate
     return RealEstateData(train=train, heldout=heldout, card=_card(seed, train, heldout, medians, counts))
 
 
-def write(data: RealEstateData, directory: Path) -> None:
+def write(data: Any, directory: Path) -> None:
     """`train.jsonl`, `heldout.jsonl` (one Example per line, sorted keys) and `CARD.md`, each atomically."""
     directory = Path(directory)
     write_jsonl(directory / "train.jsonl", (ex.to_json() for ex in data.train))
@@ -350,10 +350,10 @@ def write(data: RealEstateData, directory: Path) -> None:
     write_atomic(directory / "CARD.md", data.card)
 
 
-def read(directory: Path) -> RealEstateData:
-    """What `write` wrote, as equal Examples."""
+def read(directory: Path, kind: type = RealEstateData) -> Any:
+    """What `write` wrote, as equal Examples (in a `kind`, e.g. `harness.data.voice.VoiceData`)."""
     directory = Path(directory)
-    return RealEstateData(train=[Example.from_json(r) for r in read_jsonl(directory / "train.jsonl")],
+    return kind(train=[Example.from_json(r) for r in read_jsonl(directory / "train.jsonl")],
                           heldout=[Example.from_json(r) for r in read_jsonl(directory / "heldout.jsonl")],
                           card=(directory / "CARD.md").read_text())
 

@@ -102,9 +102,10 @@ class Endpoint:
 
     # -- public calls -------------------------------------------------------------------------------
 
-    def chat(self, messages: list[dict[str, str]]) -> Completion:
-        """POST /chat/completions: the server applies its own chat template to `messages`."""
-        return self._call("chat", {"messages": [dict(m) for m in messages]})
+    def chat(self, messages: list[dict[str, str]], extra: dict[str, Any] | None = None) -> Completion:
+        """POST /chat/completions: the server applies its own chat template to `messages`. `extra` adds
+        request fields (e.g. `seed`), which become part of the cache key."""
+        return self._call("chat", {"messages": [dict(m) for m in messages], **(extra or {})})
 
     def complete(self, prompt_text: str) -> Completion:
         """POST /completions with an already-rendered prompt (see `harness.evaluation.prompting.render_prompt`), so a

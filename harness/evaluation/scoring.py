@@ -2,7 +2,7 @@
 
 A scorer is `(prediction, reference) -> {metric: value}`; evaluation averages each metric over items.
 
-For a reference that is a JSON object (`score`, registered as "json"):
+For a reference that is a JSON object (`score`, the task scorer "json"):
 
 - `json_valid`: 1.0 when the whole prediction, stripped of surrounding whitespace and of one ``` fence
   around it, is exactly one JSON object. Strict: trailing text makes it 0.
@@ -12,7 +12,8 @@ For a reference that is a JSON object (`score`, registered as "json"):
   reads the first complete JSON object anywhere in the prediction. Numbers match within the relative
   `numeric_tolerance`, strings ignoring case and whitespace, lists as multisets of such strings.
 
-For any other reference (`score_text`, registered as "text"), only `exact_match` on normalised text.
+For any other reference (`score_text`, the task scorer "text"), only `exact_match` on normalised text.
+The metric registry (`harness.evaluation.metrics`) runs these and the spec's other metrics.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import json
 import re
 from collections import Counter
 from typing import Any, Callable
-
-from harness.errors import SpecError
 
 Scorer = Callable[[str, str], dict[str, float]]
 
@@ -102,14 +101,3 @@ def score(prediction: str, reference: str, *, numeric_tolerance: float = 0.0) ->
     accuracy = sum(fields.values()) / len(fields) if fields else float(found is not None)
     return {"json_valid": float(strict is not None), "exact_match": float(strict == expected and strict is not None),
             "field_accuracy": accuracy, **fields}
-
-
-SCORERS: dict[str, Scorer] = {"json": score, "text": score_text}
-
-
-def get_scorer(name: str) -> Scorer:
-    """The scorer registered under `name`."""
-    try:
-        return SCORERS[name]
-    except KeyError:
-        raise SpecError(f"unknown scorer '{name}' (known: {', '.join(sorted(SCORERS))})") from None

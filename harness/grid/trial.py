@@ -7,6 +7,7 @@ trial does beyond SFT and its evaluation comes from its stages (`harness.stages`
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from harness.errors import SpecError
 from harness.models import harness_home, resolve_model
 from harness.progress import console
 from harness.results import TrialResult, trial_dir_name
-from harness.evaluation.scoring import get_scorer
+from harness.evaluation.metrics import scorer_for
 from harness.spec import ExperimentSpec, ModelSpec, spec_dump
 from harness.stages import pipeline
 from harness.stages.context import OutOfMemory, TrialContext, record_trial, reset_peak_memory, running
@@ -57,15 +58,10 @@ class Worker:
 
 def preflight(specs: list[ExperimentSpec]) -> None:
     """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage,
-    a backend the spec insists on can run here, and lm-eval tasks have their data (local files or the Hub)."""
+    a backend the spec insists on can run here, and every stage's own preflight (a required judge answers,
+    lm-eval tasks have their data: local files or the Hub)."""
     seen: set[str] = set()
     for spec in specs:
-        forgetting = getattr(spec, "forgetting", None)
-        if forgetting is not None and f"tasks:{forgetting.tasks}" not in seen:
-            from harness.capabilities.evaluate import resolve_tasks
-
-            seen.add(f"tasks:{forgetting.tasks}")
-            resolve_tasks(forgetting.tasks)
         reason = backend_unavailable(spec.train.backend)
         if reason:
             raise SpecError(reason, where=f"experiment {spec.name}, field 'train.backend'")
@@ -75,6 +71,12 @@ def preflight(specs: list[ExperimentSpec]) -> None:
             if key not in seen:
                 seen.add(key)
                 check()
+        for stage, cfg in pipeline(spec):  # e.g. a judge endpoint the spec requires must answer now
+            if stage.preflight is not None:
+                key = f"{stage.name}:{json.dumps(spec_dump(spec).get(stage.section), sort_keys=True)}"
+                if key not in seen:
+                    seen.add(key)
+                    stage.preflight(spec, cfg)
 
 
 def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[str, Any], worker: Worker,
@@ -94,7 +96,7 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                       directory=study_dir)
     tracker.summary({"data": summary})
     ctx = TrialContext(spec=spec, params=params, number=number, study_dir=study_dir, data=data, backend=backend,
-                       model=model, tok=tok, resolved=resolved, scorer=get_scorer(data.scorer), tracker=tracker,
+                       model=model, tok=tok, resolved=resolved, scorer=scorer_for(data.scorer, spec.eval), tracker=tracker,
                        on_dev_metric=on_dev_metric, started=started)
     with running(ctx):
         for stage, cfg in pipeline(spec):

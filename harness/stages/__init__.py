@@ -60,6 +60,7 @@ class Stage:
     method: str | None = None  # TRAIN stages: the `train.method` they implement
     enabled: Callable[["ExperimentSpec"], bool] | None = None
     check: Callable[["ExperimentSpec", Any], None] | None = None  # raises ValueError naming the field
+    preflight: Callable[["ExperimentSpec", Any], None] | None = None  # before any trial: reachable services
     arms: Callable[["ExperimentSpec", Any], dict[str, ArmRole]] | None = None  # arm name → role it writes
     blocks: tuple[str, ...] = ()  # metrics.json blocks it writes (e.g. "teacher", "forgetting")
     example: Any = None  # a small valid value of its section (docs, and the contract test runs it)
@@ -167,6 +168,14 @@ def spec_dump(spec: Any, **kwargs: Any) -> dict[str, Any]:
     """`model_dump(mode="json")` without the sections of stages added after a study began that it does not
     use: a new stage never changes the fingerprint or manifest of a study that does not use it."""
     raw = spec.model_dump(mode="json", **kwargs)
+    for name, section in type(spec).model_fields.items():  # core fields added later, at their default
+        model = section.annotation
+        if name not in raw or not isinstance(raw[name], dict) or not hasattr(model, "model_fields"):
+            continue
+        for key, f in model.model_fields.items():
+            if (f.json_schema_extra or {}).get("added_later") and key in raw[name] \
+                    and raw[name][key] == model.model_fields[key].get_default(call_default_factory=True):
+                del raw[name][key]
     for stage in sections():
         if not stage.legacy and stage.section in raw and raw[stage.section] in (None, []):
             del raw[stage.section]

@@ -194,7 +194,7 @@ def record_trial(ctx: TrialContext) -> TrialResult:
             for stage, summary in values.items():
                 tracker.log({f"training/{stage}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
         elif isinstance(values, dict):
-            tracker.log({f"{name}/{k}": v for k, v in values.items() if isinstance(v, (int, float))})
+            tracker.log(_numeric(name, values))
     for arm, rows in ctx.arms.items():
         tracker.log_table(f"eval/{arm}", [{**{k: v for k, v in r.items() if k != "scores"}, **r["scores"]}
                                            for r in rows])
@@ -206,6 +206,17 @@ def record_trial(ctx: TrialContext) -> TrialResult:
                          objective=ctx.objective)
     result.write(trial_dir)
     return result
+
+
+def _numeric(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics block, nested blocks (the judge's pairs) flattened to `prefix/key/...`."""
+    out: dict[str, float] = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(_numeric(f"{prefix}/{k}", v))
+        elif isinstance(v, (int, float)):
+            out[f"{prefix}/{k}"] = v
+    return out
 
 
 def check_arms(spec: "ExperimentSpec") -> None:

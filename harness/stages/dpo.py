@@ -44,7 +44,8 @@ class DPOSpec(OptimArgs):
         "mined", description="mined: the SFT model's failures on the dev split; file: preference_file")
     preference_file: Path | None = Field(None, description="prompt/chosen/rejected pairs (pairs: file)")
     fail_below: float = Field(1.0, gt=0, description="a dev item is a failure when its metric is below this")
-    metric: str = Field("field_accuracy", description="the per-item score mining reads")
+    metric: str = Field("field_accuracy", description="the per-item score mining reads; 'judge': the judge "
+                                                        "section's rubric grade, scaled to 0-1")
 
     @model_validator(mode="after")
     def _source(self) -> "DPOSpec":
@@ -90,11 +91,12 @@ def pairs_from_rows(dev: list[Example], rows: list[dict[str, Any]], *, metric: s
 
 def mine_pairs(model, tokenizer, dev: list[Example], scorer: Callable[[str, str], dict[str, float]], *,
                metric: str, fail_below: float, max_pairs: int, max_new_tokens: int,
-               batch_size: int) -> list[Example]:
+               batch_size: int, rescore: Callable[[list[dict[str, Any]]], None] | None = None) -> list[Example]:
     """Generate greedily with `model` on `dev` and turn its failures into preference pairs (`pairs_from_rows`).
 
     `dev` must come from the training side: mining on the frozen held-out split would train on it.
-    Greedy decoding makes the result deterministic for a given model.
+    Greedy decoding makes the result deterministic for a given model. `rescore` may add scores to the
+    rows before mining reads `metric` (the LLM judge's grade, `metric: judge`).
     """
     from harness.evaluation.evaluate import generate, score_items
 
@@ -104,6 +106,8 @@ def mine_pairs(model, tokenizer, dev: list[Example], scorer: Callable[[str, str]
     gens = generate(model, tokenizer, [ex.prompt for ex in dev], max_new_tokens=max_new_tokens,
                     batch_size=batch_size)
     rows = score_items("dpo-mining", dev, gens, scorer)
+    if rescore is not None:
+        rescore(rows)
     return pairs_from_rows(dev, rows, metric=metric, fail_below=fail_below, max_pairs=max_pairs)
 
 
@@ -235,10 +239,24 @@ def _is_peft_model(model) -> bool:
 # ---------------------------------------------------------------- the stage
 
 
+def _judge_grades(ctx: TrialContext) -> Callable[[list[dict[str, Any]]], None]:
+    """Add the judge's rubric grade, scaled to 0-1, as score `judge` of each dev row (NaN when the judge
+    failed or its reply did not parse: such an item is neither a failure nor mined)."""
+    from harness.evaluation.judge import grade_rows
+
+    def rescore(rows: list[dict[str, Any]]) -> None:
+        grade_rows(ctx.spec.judge, rows, ctx.data.dev, ctx.study_dir / "judge-cache", ctx.trial_dir / "dpo_judge.jsonl")
+
+    return rescore
+
+
 def _mined_needs_dev(spec, cfg: DPOSpec) -> None:
     if cfg.pairs == "mined" and spec.data.dev_size == 0:
         raise FieldConflict("dpo.pairs: mined needs data.dev_size (pairs come from the SFT model's dev failures)",
                             ("dpo", "pairs"))
+    if cfg.pairs == "mined" and cfg.metric == "judge" and (spec.judge is None or spec.judge.rubric.scale is None):
+        raise FieldConflict("dpo.metric: judge grades the dev answers with the judge section's rubric: "
+                            "add judge: with an endpoint and rubric.scale", ("dpo", "metric"))
 
 
 @register_stage("dpo", Phase.CONTINUE, section="dpo", model=DPOSpec, legacy=True, check=_mined_needs_dev,
@@ -251,7 +269,8 @@ def run(ctx: TrialContext, cfg: DPOSpec) -> None:
     if cfg.pairs == "mined":  # the dev split is training-side: the held-out split is never mined
         pairs = mine_pairs(ctx.peft_model, ctx.tok, ctx.data.dev, ctx.scorer, metric=cfg.metric,
                            fail_below=cfg.fail_below, max_pairs=cfg.max_pairs,
-                           max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size)
+                           max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size,
+                           rescore=_judge_grades(ctx) if cfg.metric == "judge" else None)
     else:
         pairs = load_preference_pairs(cfg.preference_file, max_pairs=cfg.max_pairs,
                                       system_prompt=spec.data.system_prompt, heldout=ctx.data.heldout)

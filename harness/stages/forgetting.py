@@ -21,7 +21,15 @@ class ForgettingSpec(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1)
 
 
+def _tasks_have_data(spec, f: ForgettingSpec) -> None:
+    """Before any trial: each task's items are here (local subsets) or lm-eval can fetch its own task."""
+    from harness.capabilities.evaluate import resolve_tasks
+
+    resolve_tasks(f.tasks)
+
+
 @register_stage("forgetting", Phase.PROBE, order=20, section="forgetting", model=ForgettingSpec, legacy=True,
+                preflight=_tasks_have_data,
                 example={"tasks": ["arc_easy_local"], "limit": 4},
                 blocks=("forgetting",))
 def run(ctx: TrialContext, f: ForgettingSpec) -> None:
