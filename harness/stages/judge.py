@@ -5,7 +5,7 @@ the reference-based metrics. The analysis report turns the verdicts into win rat
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
