@@ -56,18 +56,12 @@ def measure_harness(arch: str, mode: str, *, batch_size: int, seq: int, steps: i
     from datasets import Dataset
 
     from harness.backends.memory_plan import model_weight_bytes, peak_memory_bytes
-    from harness.models import resolve_model
-    from harness.spec import LoraSpec, TrainSpec
-    from harness.backends import select_backend
+    from harness.spec import TrainSpec
 
     cuda = torch.cuda.is_available()
     if mode == "qlora" and not cuda:
         raise HarnessError("QLoRA (bitsandbytes NF4) needs CUDA; this machine has none")
-    chosen = select_backend(backend)
-    t0 = time.perf_counter()
-    base, tok = chosen.load_base(resolve_model(f"random:{arch}"), "auto", load_in_4bit=mode == "qlora")
-    model = chosen.add_adapter(base, LoraSpec(r=16, alpha_policy="r", target_modules="all-linear"))
-    load_s = time.perf_counter() - t0
+    chosen, base, model, tok, load_s = _with_adapter(arch, backend, load_in_4bit=mode == "qlora")
     total = warmup + steps + 1  # step times are differences between consecutive step ends
     if data == "random":
         g = torch.Generator().manual_seed(0)
@@ -98,6 +92,20 @@ def measure_harness(arch: str, mode: str, *, batch_size: int, seq: int, steps: i
             "trainable": outcome.trainable_params, "weight_gib": round(model_weight_bytes(base) / 2**30, 2),
             "peak_gib": round(peak_memory_bytes() / 2**30, 2), "load_s": round(load_s, 1),
             "loss_last": round(outcome.final_loss, 3), "training": outcome.settings}
+
+
+def _with_adapter(arch: str, backend: str, load_in_4bit: bool = False):
+    """(backend, base, model with a fresh LoRA adapter, tokenizer, seconds) for `random:<arch>`: r=16 and
+    alpha=16 on every linear projection, as the reference loop."""
+    from harness.backends import select_backend
+    from harness.models import resolve_model
+    from harness.spec import LoraSpec
+
+    chosen = select_backend(backend)
+    t0 = time.perf_counter()
+    base, tok = chosen.load_base(resolve_model(f"random:{arch}"), "auto", load_in_4bit=load_in_4bit)
+    model = chosen.add_adapter(base, LoraSpec(r=16, alpha_policy="r", target_modules="all-linear"))
+    return chosen, base, model, tok, time.perf_counter() - t0
 
 
 class StepClock:
@@ -194,9 +202,10 @@ def side_by_side(harness: Callable[[], dict[str, Any]], reference: Callable[[], 
     return {"harness": h, "reference": r, "ratio_tok_s": round(h["tok_s"] / r["tok_s"], 3),
             "ratio_peak": round(h["peak_gib"] / r["peak_gib"], 3),
             **_cpu_ratio(h, r),
-            "rounds": [{"harness_tok_s": h["tok_s"], "reference_tok_s": r["tok_s"],
-                        "ratio_tok_s": round(h["tok_s"] / r["tok_s"], 3),
-                        "ratio_peak": round(h["peak_gib"] / r["peak_gib"], 3), **_cpu_ratio(h, r)} for h, r in done]}
+            "rounds": [{"harness_tok_s": one["tok_s"], "reference_tok_s": raw["tok_s"],
+                        "ratio_tok_s": round(one["tok_s"] / raw["tok_s"], 3),
+                        "ratio_peak": round(one["peak_gib"] / raw["peak_gib"], 3), **_cpu_ratio(one, raw)}
+                       for one, raw in done]}
 
 
 def _cpu_ratio(harness: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
@@ -273,19 +282,12 @@ def measure_harness_dpo(arch: str, *, batch_size: int, seq: int, steps: int, war
     computed once) after `warmup`, on a fresh LoRA adapter, in this process."""
     import torch
 
-    from harness.backends import select_backend
     from harness.backends.memory_plan import peak_memory_bytes
     from harness.data.example import Example
-    from harness.models import resolve_model
-    from harness.spec import LoraSpec
     from harness.stages.dpo import DPOSpec, train_dpo
 
     cuda = torch.cuda.is_available()
-    chosen = select_backend(backend)
-    t0 = time.perf_counter()
-    base, tok = chosen.load_base(resolve_model(f"random:{arch}"), "auto")
-    model = chosen.add_adapter(base, LoraSpec(r=16, alpha_policy="r", target_modules="all-linear"))
-    load_s = time.perf_counter() - t0
+    chosen, _, model, tok, load_s = _with_adapter(arch, backend)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     total = warmup + steps + 1
     rows = [json.loads(line) for line in Path(pairs).read_text().splitlines() if line.strip()][:batch_size * total]
