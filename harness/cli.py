@@ -365,8 +365,10 @@ def bench(arch: str = typer.Option("random:llama-3.2-1b", help="a random-init ar
           data: str = typer.Option("random", help="random (full-length tokens) or realestate (real lengths, packed)"),
           batch_size: int = typer.Option(4, "--batch-size"), seq: int = typer.Option(2048),
           steps: int = typer.Option(10, help="timed steps (median)"), warmup: int = typer.Option(3),
-          reference: Optional[Path] = typer.Option(None, help="the raw loop (default ../shared/gpu/bench_lora_reference.py)"),
+          method: str = typer.Option("sft", help="sft (the SFT step) or dpo (a DPO step over random pairs)"),
+          reference: Optional[Path] = typer.Option(None, help="the raw loop (default benchmarks/lora_reference.py)"),
           no_reference: bool = typer.Option(False, "--no-reference", help="measure the harness path only"),
+          repeat: int = typer.Option(1, help="alternate harness and raw loop this many times (the spread)"),
           eval_: bool = typer.Option(False, "--eval", help="time eval generation batched vs one at a time instead"),
           eval_model: str = typer.Option("smollm2-135m-instruct", help="model for --eval"),
           eval_items: int = typer.Option(100, help="held-out items for --eval"),
@@ -377,15 +379,20 @@ def bench(arch: str = typer.Option("random:llama-3.2-1b", help="a random-init ar
 
     from harness import bench as b
 
+    ref = None if no_reference else (reference or b.DEFAULT_REFERENCE)
     if eval_:
         result = b.bench_eval(eval_model, items=eval_items, sequential_items=sequential_items)
-    else:
+    elif method == "dpo":
+        result = b.bench_dpo(arch, batch_size=batch_size, seq=seq, steps=steps, warmup=warmup, backend=backend,
+                             reference=ref, repeat=repeat)
+    elif method == "sft":
         gc = yaml.safe_load(checkpointing)
         if gc not in (True, False, "auto"):
             raise HarnessError(f"--checkpointing {checkpointing}: expected true, false or auto")
         result = b.bench_training(arch, mode, batch_size=batch_size, seq=seq, steps=steps, warmup=warmup,
-                                  backend=backend, checkpointing=gc, data=data,
-                                  reference=None if no_reference else (reference or b.DEFAULT_REFERENCE))
+                                  backend=backend, checkpointing=gc, data=data, reference=ref, repeat=repeat)
+    else:
+        raise HarnessError(f"--method {method}: expected sft or dpo")
     path = b.save(result, _results_root(results))
     console.print(b.format_result(result), highlight=False)
     console.print(f"saved {path}")

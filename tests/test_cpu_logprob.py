@@ -47,3 +47,79 @@ def test_logprob_outputs_match_log_softmax():
     assert torch.allclose(entropy, -(logp.exp() * logp).sum(-1), atol=1e-5)
     assert torch.allclose(log_sum_sq, torch.log((logp.exp() ** 2).sum(-1)), atol=1e-5)
     assert torch.equal(top1, logp.argmax(-1) == targets)
+
+
+def _exact(hidden, weight, bias, targets, temperature, softcap, scale):
+    """The per-token statistics from full float64 logits, the textbook way."""
+    z = torch.nn.functional.linear(hidden, weight, bias).double() * scale
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    z = z / temperature
+    logp = torch.log_softmax(z, -1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return logp.gather(-1, targets[:, None]).squeeze(-1), entropy, z.mean(-1), torch.logsumexp(2 * logp, -1)
+
+
+@pytest.mark.parametrize("softcap,temperature,scale", [(None, 1.0, 1.0), (None, 0.7, 1.3), (30.0, 0.9, 1.1)])
+def test_values_and_gradients_match_full_logits_with_entropy_softcap_and_bias(softcap, temperature, scale):
+    torch.manual_seed(2)
+    hidden = torch.randn(9, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 8, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(13, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 13, (9,))
+    w_logp, w_entropy = torch.randn(9, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    for entropy_in_loss in (False, True):  # SFT only logs the entropy; a loss may use it
+        logp, entropy, log_sum_sq, mean_logits, top1 = cpu_logprob.TorchLogProb.apply(
+            hidden, weight, bias, targets, temperature, 4, softcap, scale)
+        e_logp, e_entropy, e_mean, e_sum_sq = _exact(hidden, weight, bias, targets, temperature, softcap, scale)
+        for got, want in ((logp, e_logp), (entropy, e_entropy), (mean_logits, e_mean), (log_sum_sq, e_sum_sq)):
+            assert torch.allclose(got.double(), want, atol=1e-5)  # the logits are float32, as TRL's kernel keeps them
+        got_grads = torch.autograd.grad((logp * w_logp).sum() + entropy_in_loss * (entropy * w_entropy).sum(),
+                                        (hidden, weight, bias))
+        want_grads = torch.autograd.grad((e_logp * w_logp).sum() + entropy_in_loss * (e_entropy * w_entropy).sum(),
+                                         (hidden, weight, bias))
+        for got, want in zip(got_grads, want_grads):
+            assert torch.allclose(got, want, atol=1e-5)
+
+
+class _AutogradLogProb:
+    """The stand-in as it was before it had its own backward: plain autograd over the full logits, the
+    entropy with autograd history. Kept to show that the faster one trains the same."""
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
+              logit_scale=1.0, outputs=cpu_logprob.OPTIONAL_OUTPUTS):
+        logits = torch.nn.functional.linear(hidden, weight, bias).float() * logit_scale
+        logits = logits / temperature
+        log_z = torch.logsumexp(logits, dim=-1)
+        logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
+        entropy = log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1) if "entropy" in outputs else None
+        is_top1 = (logits.argmax(-1) == targets) if "is_top1" in outputs else None
+        return logprobs, entropy, None, None, is_top1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cpu_logprob.importlib.util.find_spec("triton") is not None, reason="Triton present: TRL's kernel runs")
+def test_sft_logs_the_same_losses_and_diagnostics_step_by_step_as_the_autograd_stand_in(harness_home, tmp_path,
+                                                                                         monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    from harness.backends import HFBackend
+    from harness.data.prepare import prepare_data
+    from harness.models import load_model, resolve_model
+    from harness.spec import DataSpec, LoraSpec, TrainSpec
+
+    examples = prepare_data(DataSpec(builtin="realestate"), harness_home / "data").train[:12]
+    logs = {}
+    for name, kernel in (("autograd", _AutogradLogProb), ("own backward", cpu_logprob.TorchLogProb)):
+        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", kernel)
+        base, tok = load_model(resolve_model("random:tiny"))
+        torch.manual_seed(0)
+        model = HFBackend().add_adapter(base, LoraSpec(r=4))
+        spec = TrainSpec(max_steps=3, batch_size=4, logging_steps=1, learning_rate=1e-2)
+        logs[name] = HFBackend().train_sft(model, tok, examples, spec, tmp_path / name).log
+    old, new = logs["autograd"], logs["own backward"]
+    assert [row["step"] for row in new] == [1, 2, 3]
+    for key in ("loss", "entropy", "mean_token_accuracy", "grad_norm"):  # the diagnostics are all still logged
+        assert [row[key] for row in new] == pytest.approx([row[key] for row in old], rel=1e-4), key
+    assert new[0]["loss"] != new[-1]["loss"]  # it trained

@@ -286,3 +286,40 @@ def test_a_non_finite_dpo_loss_stops_at_its_step(tiny, tmp_path):
         assert list(model.peft_config) == ["default"]  # cleaned up on the way out
     finally:
         backend.remove_adapter(model)
+
+
+@pytest.mark.slow
+def test_reference_log_probs_computed_once_train_the_same_as_a_reference_forward_per_step(tiny, tmp_path):
+    import torch
+
+    base, tok = tiny
+    backend = HFBackend()
+    pairs = [Example(id=f"p{i}", prompt=ex.prompt, reference=ex.reference, rejected=f"not {i}, nor {i + 1}")
+             for i, ex in enumerate(dev_items(6))]
+    logs, calls = {}, {}
+    for precompute in (False, True):
+        torch.manual_seed(1)
+        model = backend.add_adapter(base, LoraSpec(r=4))
+        try:
+            with torch.no_grad():  # an adapter that is not the identity: the reference is not the base
+                for name, p in model.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.05)
+            ref_forwards = []
+            hook = model.get_base_model().model.norm.register_forward_hook(
+                lambda module, args, out: ref_forwards.append(torch.is_grad_enabled()))
+            spec = DPOSpec(beta=0.1, learning_rate=1e-3, max_steps=3, batch_size=2, max_length=128)
+            logs[precompute] = train_dpo(model, tok, pairs, spec, seed=0, out_dir=tmp_path / str(precompute),
+                                         precompute_reference=precompute).log
+            hook.remove()
+            calls[precompute] = ref_forwards
+        finally:
+            backend.remove_adapter(model)
+    # no-grad forwards: one per step before, one per batch of pairs up front now; the policy's are the same
+    assert calls[False].count(False) == 3 and calls[True].count(False) == 3 and \
+        calls[False].count(True) == calls[True].count(True) == 3
+    assert [row["step"] for row in logs[True]] == [1, 2, 3]
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"):
+        assert [row[key] for row in logs[True]] == pytest.approx([row[key] for row in logs[False]], rel=1e-4,
+                                                                  abs=1e-6), key
+    assert logs[True][-1]["rewards/margins"] != 0.0  # the policy moved away from the reference

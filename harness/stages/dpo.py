@@ -163,22 +163,25 @@ def dpo_config(spec: DPOSpec) -> dict[str, Any]:
     return dict(
         lr_scheduler_type="linear", beta=spec.beta, loss_type=["sigmoid"], max_length=spec.max_length,
         truncation_mode="keep_start", dataset_num_proc=None,
-        # The reference is the frozen copy of the SFT adapter, run every step (see `train_dpo`): no
-        # precomputation (it would cache reference log-probs on disk, keyed by a hash of the model),
-        # and no TR-DPO syncing (not supported with PEFT).
+        # The reference is the frozen copy of the SFT adapter, its log-probs computed once by `train_dpo`
+        # (TRL's own precomputation would hash every weight of the model for a cache key), and no
+        # TR-DPO syncing (not supported with PEFT).
         precompute_ref_log_probs=False, sync_ref_model=False,
     )
 
 
 def train_dpo(model, tokenizer, pairs: list[Example], spec: DPOSpec, seed: int, out_dir: Path,
               on_log: Callable[[dict[str, Any]], None] | None = None,
-              on_step: Callable[[int], None] | None = None, backend: TrainingBackend | None = None) -> TrainOutcome:
+              on_step: Callable[[int], None] | None = None, backend: TrainingBackend | None = None,
+              precompute_reference: bool = True) -> TrainOutcome:
     """Continue the SFT LoRA adapter of `model` (a PEFT model) with DPO on `pairs`, in place.
 
     The reference policy is the SFT model as it is when this is called (see below). On return the
     model holds only its trained adapter, as `train_sft` left it, so it can be evaluated, saved and
     unloaded as usual. `on_log` gets each logged row (loss, rewards/chosen, rewards/rejected,
     rewards/margins, rewards/accuracies, logps/*, ...); `on_step` is called after every optimiser step.
+    `precompute_reference=False` runs the reference forward in every step instead of once up front
+    (the same values, at a third more compute per step).
     """
     _check_pairs(pairs)
     if not _is_peft_model(model):
@@ -198,10 +201,9 @@ def train_dpo(model, tokenizer, pairs: list[Example], spec: DPOSpec, seed: int, 
     # DPOTrainer copies the trained "default" adapter into a second adapter "ref" (same LoraConfig,
     # weights copied at construction, requires_grad=False) and computes the reference log-probs by
     # switching to it under no_grad (`use_adapter(model, "ref")`). So the reference is exactly the SFT
-    # policy, frozen, at the cost of one LoRA-sized copy and one no-grad forward per step: no second
-    # base model in memory (a merged deep copy would double it) and nothing cached on disk
-    # (`precompute_ref_log_probs` would save the per-step reference forward, but writes a datasets cache
-    # file keyed by a model hash; the forward is cheap next to the policy's forward and backward).
+    # policy, frozen, at the cost of one LoRA-sized copy: no second base model in memory (a merged deep
+    # copy would double it). Being frozen, its log-probs are computed once for every pair before the
+    # first step (`_precompute_reference`) instead of by a no-grad forward inside every step.
     # The alternatives are wrong here: the base model plus a `peft_config` would train a fresh adapter
     # against the base, and a plain model would make TRL load a second reference from its config path;
     # hence the PeftModel check above.
@@ -212,6 +214,8 @@ def train_dpo(model, tokenizer, pairs: list[Example], spec: DPOSpec, seed: int, 
         if len(trainer.train_dataset) == 0:
             raise DataError(f"every preference pair's prompt fills dpo.max_length ({spec.max_length} tokens): "
                             "nothing left to train on; raise max_length")
+        if precompute_reference:
+            _precompute_reference(trainer)
 
     def tokens(trainer, epochs: float) -> int:
         # TRL counts the policy's tokens (attention mask, chosen + rejected, all epochs) as it trains.
@@ -229,6 +233,34 @@ def train_dpo(model, tokenizer, pairs: list[Example], spec: DPOSpec, seed: int, 
             before_train=check, tokens=tokens)
     finally:
         drop_adapter(model, REF_ADAPTER, keep=POLICY_ADAPTER)
+
+
+def _precompute_reference(trainer) -> None:
+    """Every pair's reference log-probs, once, as the dataset columns TRL's DPOTrainer reads instead of
+    running the reference in each step.
+
+    What `DPOConfig(precompute_ref_log_probs=True)` does, with TRL's own `compute_ref_log_probs` on its
+    own collated batches, minus its cache key: that option hashes every weight of the model
+    (`trl.trainer.utils.hash_module`), which for a large base costs more than the forwards it saves."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if not hasattr(trainer, "precompute_ref_logps") or not hasattr(trainer, "compute_ref_log_probs"):
+        raise HarnessError("this TRL's DPOTrainer has no precomputed-reference path "
+                           "(precompute_ref_logps, compute_ref_log_probs); the harness is written for TRL 1.15")
+    data = trainer.train_dataset
+    loader = DataLoader(data, batch_size=trainer.args.per_device_train_batch_size, shuffle=False,
+                        collate_fn=trainer.data_collator)
+    device = trainer.accelerator.device
+    chosen, rejected = [], []
+    for batch in loader:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        c, r = trainer.compute_ref_log_probs(trainer.model, batch)
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
+    trainer.train_dataset = (data.add_column("ref_chosen_logps", torch.cat(chosen).tolist())
+                             .add_column("ref_rejected_logps", torch.cat(rejected).tolist()))
+    trainer.precompute_ref_logps = True
 
 
 def _is_peft_model(model) -> bool:
