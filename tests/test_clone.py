@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIRS = ("harness", "analysis", "experiments", "scripts")
+PACKAGE_DIRS = ("harness", "analysis", "experiments", "scripts", "benchmarks")
 
 
 def _tracked_files() -> list[str]:
@@ -23,9 +23,7 @@ def _tracked_files() -> list[str]:
 def test_no_file_of_the_package_refers_to_a_shared_folder_beside_the_checkout():
     offenders = []
     for name in _tracked_files():
-        # harness/bench.py and `harness bench --reference` in cli.py: the reference loop moves into the
-        # repository on its own branch (issue 17).
-        if name.startswith(PACKAGE_DIRS) and name not in ("harness/bench.py", "harness/cli.py"):
+        if name.startswith(PACKAGE_DIRS):
             text = (ROOT / name).read_text(errors="replace")
             if "../shared" in text or "shared/data" in text:
                 offenders.append(name)
@@ -64,3 +62,14 @@ def test_forgetting_smoke_in_a_clone_without_benchmark_data_says_both_ways_befor
     assert proc.returncode == 2, out[-3000:]
     assert "Two ways" in out and "HARNESS_BENCHMARKS" in out and "arc_easy_local -> arc_easy" in out
     assert not list((clone / "results").glob("forgetting-smoke/trial-*"))
+
+
+@pytest.mark.slow
+def test_bench_prints_the_harness_to_raw_loop_ratio_in_a_clone(clone, harness_home):
+    proc = _run(clone, harness_home, "bench", "--arch", "random:tiny", "--seq", "64", "--steps", "2", "--warmup", "1",
+                "--batch-size", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "harness/reference" in out and "not run" not in out  # the project's own raw loop ran beside it
+    assert list((clone / "results" / "bench").rglob("train-tiny-lora-random-*.json"))
+
