@@ -53,6 +53,19 @@ def _percentile_interval(distribution: np.ndarray, confidence: float) -> tuple[f
     return float(low), float(high)
 
 
+def _within_range(distribution: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bootstrap means clipped to [min, max] of the scores they average: no mean of those scores lies outside.
+
+    The variance corrections below (the sqrt(k/(k-1)) spread, the hierarchical sum of a seed and an
+    item deviation) move draws away from the observed mean regardless of that range. With scores piled
+    at a bound (29 of 31 items going 0 → 1) a quantile then lands past it: a mean difference of +0.935
+    got the CI [+0.847, +1.001], though no difference of 0/1 scores exceeds 1. The range of the scores
+    lies inside the metric's own (a mean in [lo, hi], a paired difference in [lo-hi, hi-lo]), so the CI
+    of any score (a registered metric, a judge verdict, an lm-eval answer, a contrast) keeps its bounds.
+    """
+    return np.clip(distribution, values.min(), values.max())
+
+
 def _resampled_item_means(values: np.ndarray, codes: np.ndarray | None, n_resamples: int,
                           rng: np.random.Generator) -> np.ndarray:
     """Means of `values` over `n_resamples` bootstrap samples of items, or of whole clusters of items.
@@ -84,11 +97,12 @@ def paired_bootstrap_ci(diffs: Sequence[float] | np.ndarray, *, clusters: Sequen
     """Percentile CI of the mean paired difference, resampling items (or whole clusters) with replacement.
 
     The resampled means are spread by sqrt(k/(k-1)) about the observed mean (k items or clusters),
-    so the bootstrap variance is the unbiased one; see `_resampled_item_means`.
+    so the bootstrap variance is the unbiased one (see `_resampled_item_means`), and kept within the
+    range of the differences (see `_within_range`). Of one arm's scores, it is the CI of their mean.
     """
     d = _finite_1d(diffs, "diffs")
     dist = _resampled_item_means(d, _cluster_codes(clusters, d.size), n_resamples, np.random.default_rng(seed))
-    return _percentile_interval(dist, confidence)
+    return _percentile_interval(_within_range(dist, d), confidence)
 
 
 def hierarchical_bootstrap_distribution(diffs_by_seed: np.ndarray, *, clusters: Sequence | np.ndarray | None = None,
@@ -105,7 +119,8 @@ def hierarchical_bootstrap_distribution(diffs_by_seed: np.ndarray, *, clusters: 
     scores. sqrt(S/(S-1)) undoes the bootstrap's (S-1)/S shrinkage of the seed variance, which
     matters with the 2-5 seeds fine-tuning studies can afford. With so few seeds the seed variance is
     itself poorly estimated: when it dominates, no interval is exact (see the test suite for the
-    simulated coverage).
+    simulated coverage). The sum of two deviations can pass the range of the cells, which no mean of
+    them can, so the draws are kept within it (`_within_range`).
     """
     d = np.asarray(diffs_by_seed, dtype=float)
     if d.ndim != 2:
@@ -122,7 +137,7 @@ def hierarchical_bootstrap_distribution(diffs_by_seed: np.ndarray, *, clusters: 
     item_part = _resampled_item_means(d.mean(axis=0), _cluster_codes(clusters, n_items), n_resamples, rng) - grand
     seed_idx = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
     seed_part = d.mean(axis=1)[seed_idx].mean(axis=1) - grand
-    return grand + math.sqrt(n_seeds / (n_seeds - 1)) * seed_part + item_part
+    return _within_range(grand + math.sqrt(n_seeds / (n_seeds - 1)) * seed_part + item_part, d)
 
 
 def hierarchical_bootstrap_ci(diffs_by_seed: np.ndarray, *, clusters: Sequence | np.ndarray | None = None,

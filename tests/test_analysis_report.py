@@ -7,6 +7,7 @@ the tests that use it are marked slow; the figure and W&B pieces are also tested
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import types
@@ -17,10 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ReportPaths, build_report, load_study, log_report_to_wandb
+from analysis import ReportPaths, build_report, compare, load_study, log_report_to_wandb, quality
 from analysis import figures, tables
 from analysis.compare import Comparison
 from analysis.synthetic import write_synthetic_forgetting, write_synthetic_quant, write_synthetic_study
+from harness.results import read_jsonl, write_jsonl
 
 FIGURES = ["loss_curves", "quality_vs_rank", "pareto_front", "paired_seeds", "deltas_headline", "deltas_secondary",
            "deltas_rank_doubling", "deltas_forgetting", "deltas_quantization"]
@@ -136,6 +138,31 @@ def test_latex_is_booktabs_and_escaped(report):
     assert "Δ" not in tex and "±" not in tex
 
 
+@pytest.mark.parametrize("seeds, n_clusters", [((0,), None), ((0,), 8), ((0, 1), None), ((0, 1), 8)],
+                         ids=["items", "clusters", "seeds", "seeds and clusters"])
+def test_table_intervals_stay_within_the_metric_range(tmp_path, seeds, n_clusters):
+    """Tuned gets 29 of 31 items exactly right (28 with seed 1), base none: Δ exact match ≈ +0.935, whose CI once
+    read [+0.847, +1.001]. Every interval the arm and comparison tables print stays in [0, 1] or [−1, 1]."""
+    study_dir = write_synthetic_study(tmp_path, ranks=(16,), seeds=seeds, n_items=31, n_clusters=n_clusters,
+                                      failed_trial=False)
+    for s, trial in enumerate(sorted(study_dir.glob("trial-*"))):
+        for arm, first_right in (("tuned", 2 + s), ("base", 31)):
+            path = trial / "eval" / f"{arm}.jsonl"
+            write_jsonl(path, [{**r, "scores": {**r["scores"], "exact_match": float(i >= first_right)}}
+                               for i, r in enumerate(read_jsonl(path))])
+    study = load_study(study_dir)
+    (c,) = compare(study, [("tuned", "base")], "exact_match", n_resamples=2000)
+    qualities = [quality(study, label, "exact_match", n_resamples=2000) for label in ("base", "tuned")]
+    assert c.diff > 0.9 and c.ci_high <= 1.0 and all(0.0 <= q.ci_low <= q.ci_high <= 1.0 for q in qualities)
+    arms = tables.display_arm_table(tables.arm_table(study, qualities, [c]), "exact_match")
+    printed = [cell for frame in (arms, tables.display_comparisons([c])) for cell in frame.to_numpy().ravel()]
+    intervals = [(float(lo.replace("−", "-")), float(hi.replace("−", "-")))
+                 for cell in printed for lo, hi in re.findall(r"\[([−+]?[\d.]+), ([−+]?[\d.]+)\]", str(cell))]
+    assert len(intervals) == 4  # base's and tuned's quality, tuned's Δ in both tables
+    assert all(-1.0 <= lo <= hi <= 1.0 for lo, hi in intervals), intervals
+    assert max(hi for _, hi in intervals) == 1.0
+
+
 @pytest.mark.slow
 def test_skipped_figures_say_why(tmp_path):
     study_dir = write_synthetic_study(tmp_path, ranks=(16,), seeds=(0,), failed_trial=False)
@@ -237,8 +264,6 @@ def test_wandb_offline_run_holds_the_report(report, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_an_arm_with_nan_scores_is_reported_not_fatal(tmp_path):
-    from harness.results import read_jsonl, write_jsonl
-
     study_dir = write_synthetic_study(tmp_path, ranks=(16,), seeds=(0,), failed_trial=False)
     path = study_dir / "trial-0000" / "eval" / "tuned.jsonl"
     rows = read_jsonl(path)

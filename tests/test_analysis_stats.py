@@ -196,6 +196,31 @@ def test_hierarchical_bootstrap_counts_seed_variance():
     assert paired.paired_bootstrap_ci(d.mean(axis=0)) == pytest.approx((0.05, 0.05))
 
 
+# 29 of 31 items go from wrong to right, two stay put: a real report's Δ exact match +0.935 [+0.847, +1.001].
+FLIPS = np.r_[np.ones(29), np.zeros(2)]
+BOUNDED_CIS = {
+    "items": lambda d: paired.paired_bootstrap_ci(d),
+    "clusters": lambda d: paired.paired_bootstrap_ci(d, clusters=np.arange(d.size) // 2),
+    "seeds": lambda d: paired.hierarchical_bootstrap_ci(np.vstack([d, d, np.roll(d, 1)])),
+    "seeds and clusters": lambda d: paired.hierarchical_bootstrap_ci(np.vstack([d, np.roll(d, 1)]),
+                                                                     clusters=np.arange(d.size) // 3),
+}
+
+
+@pytest.mark.parametrize("method", sorted(BOUNDED_CIS))
+def test_bootstrap_cis_stay_within_the_range_of_the_scores(method):
+    """A 0/1 difference near +1 (or one arm's 0/1 scores near 1) gets a CI ending at 1 at most, never past it,
+    and likewise at the lower bound; so does a bounded continuous score near its bound."""
+    ci = BOUNDED_CIS[method]
+    for scores in (FLIPS, np.r_[np.ones(30), 0.0], np.r_[np.full(25, 1.0), np.linspace(0.6, 0.95, 6)]):
+        low, high = ci(scores)
+        assert scores.mean() - 0.25 < low < scores.mean() < high <= 1.0
+        low, high = ci(-scores)
+        assert -1.0 <= low < -scores.mean() < high
+        low, high = ci(1 - scores)  # the other arm's mean near 0
+        assert 0.0 <= low < 1 - scores.mean() < high
+
+
 def test_nan_inputs_are_refused_by_every_statistic():
     bad = np.array([0.1, np.nan, 0.2])
     for fn in (paired.paired_bootstrap_ci, paired.wilcoxon_signed_rank, paired.paired_permutation_test,
