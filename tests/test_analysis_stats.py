@@ -104,6 +104,8 @@ def test_holm_matches_statsmodels_and_hand_computation():
     assert paired.holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     many = RNG.uniform(0, 0.2, 12)
     assert paired.holm(many) == pytest.approx(multipletests(many, method="holm")[1])
+    tied = [0.5, 0.01, 0.5, 0.9, 0.01, 1.0]  # ties and products above 1 (capped at 1)
+    assert paired.holm(tied) == pytest.approx(multipletests(tied, method="holm")[1])
 
 
 def test_holm_leaves_missing_p_values_out_of_the_family():
