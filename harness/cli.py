@@ -114,7 +114,7 @@ def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STOR
     study = open_study(spec, url, create=True)
     _preflight(spec, study)
     done = run_worker(spec, study, study_dir, max_trials=max_trials)
-    _print_verdict(study_dir)
+    _print_verdict(study_dir, spec.eval.metric)
     _exit_if_failed(done)
 
 
@@ -131,7 +131,7 @@ def _launch(name, preset, storage, results, sets, gpus, per_gpu, workers) -> Non
     _preflight(spec, study)
     outcome = launch(study, slots, worker_command(name, url, _results_root(results), preset, sets),
                      study_dir / "logs", out=lambda m: console.print(m, highlight=False, soft_wrap=True))
-    _print_verdict(study_dir)
+    _print_verdict(study_dir, spec.eval.metric)
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.counts["failed"]:
@@ -470,28 +470,45 @@ def _exit_if_failed(results) -> None:
         raise typer.Exit(1)
 
 
-def _print_verdict(study_dir: Path) -> None:
+_NOT_SCORES = {"n", "busy_s", "latency_p50_s", "latency_p95_s", "tokens_per_s"}
+
+
+def _score_columns(arm_metrics: list[dict], headline: str, most: int = 4) -> list[str]:
+    """The headline metric, then the arms' other aggregate scores (per-field and per-rule detail left to
+    the report), exact match last: free-text tasks show chrF or format rules, not JSON columns."""
+    keys = {k for m in arm_metrics for k in m if k not in _NOT_SCORES and "." not in k}
+    rest = sorted(keys - {headline}, key=lambda k: (k == "exact_match", k))
+    head = [headline] if headline in keys else []
+    return head + rest[: most - len(head)]
+
+
+def _print_verdict(study_dir: Path, headline: str) -> None:
     from harness.grid.labels import labeller
     from harness.results import RESULT_FILE, TrialResult, trial_dir_name
 
     failures: list[str] = []
-    table = Table(title="every arm on the frozen held-out split")
-    for col in ("trial", "params", "arm", "json valid", "field acc", "exact", "tok/s"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=28 if col == "params" else None)
     results = [r for r in (TrialResult.read(d) for d in sorted(study_dir.glob("trial-*"))) if r is not None]
+    arms = [(r, arm, m) for r in results if r.status == "complete"
+            for arm, m in r.metrics.items() if isinstance(m, dict) and "n" in m]  # cost, teacher, dpo are not arms
+    columns = _score_columns([m for _, _, m in arms], headline)
+    fractions = {c for c in columns if all(0 <= m.get(c, 0) <= 1 for _, _, m in arms)}
+    table = Table(title="every arm on the frozen held-out split")
+    for col in ("trial", "params", "arm", *columns, "tok/s"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=28 if col == "params" else None)
     label = labeller([r.params for r in results])
     for result in results:
-        trial_dir = study_dir / trial_dir_name(result.number)
         if result.status != "complete":  # the reason gets one line under the table, not the metric columns
-            table.add_row(str(result.number), label(result.params), f"[red]{result.status}[/red]", "–", "–", "–", "–")
+            table.add_row(str(result.number), label(result.params), f"[red]{result.status}[/red]",
+                          *["–"] * (len(columns) + 1))
             failures.append(f"trial {result.number} {result.status}: {_first_line(result.reason)} "
-                            f"(why in full: {trial_dir / RESULT_FILE})")
+                            f"(why in full: {study_dir / trial_dir_name(result.number) / RESULT_FILE})")
             continue
-        for arm, m in result.metrics.items():
-            if isinstance(m, dict) and "n" in m:  # eval arms; cost, teacher and dpo are not arms
-                pct = lambda k: f"{100 * m[k]:.1f}%" if k in m else "–"
-                table.add_row(str(result.number), label(result.params), arm, pct("json_valid"), pct("field_accuracy"),
-                              pct("exact_match"), f"{m.get('tokens_per_s', float('nan')):.1f}")
+        for r, arm, m in arms:
+            if r is result:
+                cells = ["–" if c not in m else f"{100 * m[c]:.1f}%" if c in fractions else f"{m[c]:.1f}"
+                         for c in columns]
+                table.add_row(str(result.number), label(result.params), arm, *cells,
+                              f"{m.get('tokens_per_s', float('nan')):.1f}")
     console.print(table)
     for line in failures:
         console.print(line, highlight=False, soft_wrap=True)

@@ -55,10 +55,22 @@ def test_failed_trial_is_one_line_under_the_table_not_its_metric_columns(tmp_pat
               + "\n".join(f"INFO:hf-to-gguf:line {i} of a long converter log" for i in range(40)))
     TrialResult(number=0, status="failed", params={"seed": 0}, reason=reason).write(study / "trial-0000")
     with console.capture() as captured:
-        _print_verdict(study)
+        _print_verdict(study, "field_accuracy")
     out = captured.get()
     assert "line 39" not in out and "line 1 of" not in out  # the log stays in result.json
     failure = [line for line in out.splitlines() if line.startswith("trial 0 failed")]
     assert len(failure) == 1 and "GGUF conversion failed" in failure[0]
     assert str(study / "trial-0000" / "result.json") in failure[0]
     assert max(len(line) for line in out.splitlines() if "│" in line) < 120  # the table stays narrow
+
+
+def test_end_of_run_table_shows_the_tasks_own_scores_headline_first():
+    from harness.cli import _score_columns
+
+    voice = {"n": 60, "chrf": 0.9, "rouge_l": 0.9, "format_ok": 1.0, "format.headline": 1.0, "exact_match": 0.0,
+             "words": 70.0, "tokens_per_s": 40.0, "latency_p50_s": 1.0, "busy_s": 3.0}
+    assert _score_columns([voice], "chrf") == ["chrf", "format_ok", "rouge_l", "words"]
+    estate = {"n": 100, "field_accuracy": 0.4, "json_valid": 1.0, "exact_match": 0.0, "field.bedrooms": 1.0}
+    assert _score_columns([estate], "field_accuracy") == ["field_accuracy", "json_valid", "exact_match"]
+    # A headline no arm scored is left out.
+    assert _score_columns([estate], "chrf") == ["field_accuracy", "json_valid", "exact_match"]
