@@ -488,10 +488,11 @@ def _print_verdict(study_dir: Path, headline: str) -> None:
 
     failures: list[str] = []
     results = [r for r in (TrialResult.read(d) for d in sorted(study_dir.glob("trial-*"))) if r is not None]
-    arms = [(r, arm, m) for r in results if r.status == "complete"
-            for arm, m in r.metrics.items() if isinstance(m, dict) and "n" in m]  # cost, teacher, dpo are not arms
-    columns = _score_columns([m for _, _, m in arms], headline)
-    fractions = {c for c in columns if all(0 <= m.get(c, 0) <= 1 for _, _, m in arms)}
+    arms = {r.number: {arm: m for arm, m in r.metrics.items() if isinstance(m, dict) and "n" in m}
+            for r in results if r.status == "complete"}  # cost, teacher and dpo blocks are not arms
+    every = [m for by_arm in arms.values() for m in by_arm.values()]
+    columns = _score_columns(every, headline)
+    fractions = {c for c in columns if all(0 <= m.get(c, 0) <= 1 for m in every)}
     table = Table(title="every arm on the frozen held-out split")
     for col in ("trial", "params", "arm", *columns, "tok/s"):
         table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=28 if col == "params" else None)
@@ -503,12 +504,10 @@ def _print_verdict(study_dir: Path, headline: str) -> None:
             failures.append(f"trial {result.number} {result.status}: {_first_line(result.reason)} "
                             f"(why in full: {study_dir / trial_dir_name(result.number) / RESULT_FILE})")
             continue
-        for r, arm, m in arms:
-            if r is result:
-                cells = ["–" if c not in m else f"{100 * m[c]:.1f}%" if c in fractions else f"{m[c]:.1f}"
-                         for c in columns]
-                table.add_row(str(result.number), label(result.params), arm, *cells,
-                              f"{m.get('tokens_per_s', float('nan')):.1f}")
+        for arm, m in arms[result.number].items():
+            cells = ["–" if c not in m else f"{100 * m[c]:.1f}%" if c in fractions else f"{m[c]:.1f}" for c in columns]
+            table.add_row(str(result.number), label(result.params), arm, *cells,
+                          f"{m.get('tokens_per_s', float('nan')):.1f}")
     console.print(table)
     for line in failures:
         console.print(line, highlight=False, soft_wrap=True)
