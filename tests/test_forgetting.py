@@ -125,6 +125,7 @@ def test_unknown_task_offline_lists_local_tasks():
     from harness.capabilities.evaluate import resolve_tasks
     from harness.capabilities.lm_tasks import local_task_names
 
+    require(HAVE_BENCHMARKS, WHY)  # without the data, piqa_local is refused for that (tested above)
     with pytest.raises(HarnessError) as e:
         resolve_tasks(["arc_easy", "piqa_local"])
     message = str(e.value)
