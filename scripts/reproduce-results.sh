@@ -14,7 +14,7 @@
 # A run that is stopped resumes where it stopped: run the same command again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+export PY=${PY:-.venv/bin/python}
 export WANDB_SILENT=true HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 ALL=(quickstart sft_vs_dpo rank_ablation forgetting quant_delta sft_vs_grpo voice distill_vs_data three_way)
