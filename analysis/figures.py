@@ -165,11 +165,15 @@ def quality_vs_rank(study: Study, qualities: Sequence[Quality], metric: str, out
 
 
 def pareto_front(table: pd.DataFrame, metric: str, out_dir: Path, *, name: str = "pareto_front") -> FigureFiles:
-    """Quality against cost per 1K calls (or p50 latency when no price is given); the Pareto front drawn."""
+    """Quality against cost per 1K calls (or device-seconds per item when no price is given); the front drawn.
+
+    Without prices the x axis is device time per item, not latency per call: a batched arm's call answers
+    a whole batch, so its per-call latency is not comparable with a one-item-per-call arm's.
+    """
     if table["cost_per_1k_calls"].notna().sum() >= 2:
         x_col, x_label = "cost_per_1k_calls", "cost per 1K calls ($)"
     else:
-        x_col, x_label = "latency_p50_s", "p50 latency per call (s)"
+        x_col, x_label = "device_s_per_item", "device seconds per item (batch time shared by its items)"
     data = table.dropna(subset=[x_col, "quality"])
     if len(data) < 2:
         return _skip(name, f"fewer than two arms with both {metric} and {x_label}")
@@ -190,7 +194,7 @@ def pareto_front(table: pd.DataFrame, metric: str, out_dir: Path, *, name: str =
         _score_ylim(ax, [*data["quality_ci_low"], *data["quality_ci_high"]])
         ax.set_xlabel(x_label)
         ax.set_ylabel(f"{metric} (mean over items)")
-        ax.set_title(f"cost–quality trade-off ({metric})")
+        ax.set_title(f"{'cost' if x_col == 'cost_per_1k_calls' else 'speed'}–quality trade-off ({metric})")
         ax.legend(frameon=False)
     return _save(fig, out_dir, name, f"Mean {metric} (95% CI) against {x_label}; orange: arms no other arm beats "
                                      "on both.")

@@ -145,6 +145,16 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _arm_trainings(manifest: dict[str, Any], later: dict[str, Any]) -> dict[str, list[str]]:
+    """Which trainings each arm had when it was evaluated. Trials written before the manifest said so: an arm
+    snapshotted as a "stage" (sft, before DPO or GRPO continued it) had only the first training."""
+    if "arm_trainings" in manifest:
+        return manifest["arm_trainings"]
+    trainings = list(manifest.get("trainings") or {})
+    first = [s for s in trainings if s not in later]
+    return {arm: first if role == "stage" else trainings for arm, role in (manifest.get("arms") or {}).items()}
+
+
 def _seed_of(manifest: dict[str, Any] | None, params: dict[str, Any]) -> int | None:
     if manifest and manifest.get("seed") is not None:
         return int(manifest["seed"])
@@ -249,7 +259,10 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
         if r["status"] != "complete":
             continue
         cost_rows.append({"trial": r["number"], "seed": seed, "config": config,
-                          **{k: v for k, v in (r["metrics"].get("cost") or {}).items()}})
+                          **{k: v for k, v in (r["metrics"].get("cost") or {}).items()},
+                          # for an arm evaluated between two trainings (sft before dpo): what it had cost so far
+                          "stage_costs": r["metrics"].get("training") or {},
+                          "arm_trainings": _arm_trainings(manifest, r["metrics"].get("training") or {})})
         for eval_path, eval_rows in r["evals"].items():
             rows = []
             for item in eval_rows:

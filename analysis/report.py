@@ -252,8 +252,11 @@ def when_to_use(comparisons: Sequence[Comparison], arms, metric: str, confidence
                f"{c.ci_high:+.3f}], adjusted p = {c.p_adjusted:.3g}, n = {c.n})")
         cost = (f"costs {_ratio(tuned.cost_per_1k_calls, other.cost_per_1k_calls)} as much per 1K calls "
                 f"(${tuned.cost_per_1k_calls:.4g} vs ${other.cost_per_1k_calls:.4g})")
-        latency = (f"answers with {_ratio(tuned.latency_p50_s, other.latency_p50_s)} the median latency "
-                   f"({tuned.latency_p50_s:.3g} s vs {other.latency_p50_s:.3g} s; local arms are timed per batch)")
+        latency = (f"answers with {_ratio(tuned.latency_p50_s, other.latency_p50_s)} the median latency per call "
+                   f"({tuned.latency_p50_s:.3g} s vs {other.latency_p50_s:.3g} s, at {tuned.items_per_call:.3g} vs "
+                   f"{other.items_per_call:.3g} items per call: a batched call's latency is its batch's) and "
+                   f"{_ratio(tuned.device_s_per_item, other.device_s_per_item)} the time per item "
+                   f"({tuned.device_s_per_item:.3g} s vs {other.device_s_per_item:.3g} s)")
         if c.verdict == "better":
             advice = f"Use {c.a}: it is better on {metric} and the cost and latency figures above say what it saves."
         elif c.verdict == "worse":
@@ -359,6 +362,8 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
           "## Quality, cost and speed per arm", "", written["arms"].markdown.read_text(),
           f"Files: [CSV]({_relative(written['arms'].csv, study_dir)}), "
           f"[LaTeX]({_relative(written['arms'].latex, study_dir)}). "
+          "Latency is per call, and a call answers `items / call` items (local arms generate in batches, "
+          "endpoints take one item per call): compare speed by `device-s / item`. "
           + ("Cost per 1K calls: endpoint arms at their token prices; local arms need a price per device-hour "
              "(not given)." if price_per_device_hour is None
              else f"Cost per 1K calls: endpoint arms at their token prices, local arms at "

@@ -21,8 +21,8 @@ from analysis.load import Study, format_value
 from harness.results import write_atomic
 
 ARM_COLUMNS = ["arm", "n_items", "n_seeds", "quality", "quality_ci_low", "quality_ci_high", "baseline", "delta",
-               "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "cost_per_1k_calls", "latency_p50_s",
-               "latency_p95_s", "tokens_per_s", "failed_calls", "train_device_s", "tokens_trained", "peak_mem_gb"]
+               "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "cost_per_1k_calls", "items_per_call",
+               "latency_p50_s", "latency_p95_s", "device_s_per_item", "tokens_per_s", "failed_calls", "train_device_s", "tokens_trained", "peak_mem_gb"]
 
 
 @dataclass(frozen=True)
@@ -33,26 +33,30 @@ class TableFiles:
 
 
 def eval_speed(rows: pd.DataFrame) -> dict[str, float]:
-    """Latency percentiles, throughput, device-seconds per item and failed calls of one arm's rows.
+    """Latency percentiles, items per call, throughput, device-seconds per item and failed calls of one arm.
 
     An item's `latency_s` is the wall time of the generate call (batch) that answered it: that is the
     latency a caller sees, so percentiles are over items; throughput and device time count each call
-    once, sharing its time among the items of its batch. A failed endpoint call has NaN latency.
+    once, sharing its time among the items of its batch. A batched local arm and a one-call-per-item
+    endpoint therefore differ in latency by about the batch size even at equal speed: `items_per_call`
+    says which is which, and `device_s_per_item` is the figure to compare speed by. A failed endpoint
+    call has NaN latency.
     """
     failed = int(rows["error"].notna().sum()) if "error" in rows else 0
     lat = rows["latency_s"].to_numpy(float) if "latency_s" in rows else np.array([])
     lat = lat[np.isfinite(lat)]
     if lat.size == 0:
         return {"latency_p50_s": math.nan, "latency_p95_s": math.nan, "tokens_per_s": math.nan,
-                "device_s_per_item": math.nan, "failed_calls": failed}
+                "device_s_per_item": math.nan, "items_per_call": math.nan, "failed_calls": failed}
     if "batch" in rows and rows["batch"].notna().all():
-        busy = float(rows.drop_duplicates(["trial", "seed", "batch"])["latency_s"].sum())
+        calls = rows.drop_duplicates(["trial", "seed", "batch"])
+        busy, n_calls = float(calls["latency_s"].sum()), len(calls)
     else:
-        busy = float(lat.sum())
+        busy, n_calls = float(lat.sum()), lat.size
     tokens = rows["output_tokens"].sum() if "output_tokens" in rows else math.nan
     return {"latency_p50_s": float(np.percentile(lat, 50)), "latency_p95_s": float(np.percentile(lat, 95)),
             "tokens_per_s": float(tokens / busy) if busy > 0 else math.nan,
-            "device_s_per_item": busy / len(rows), "failed_calls": failed}
+            "device_s_per_item": busy / len(rows), "items_per_call": len(rows) / n_calls, "failed_calls": failed}
 
 
 def cost_per_1k_calls(rows: pd.DataFrame, device_s_per_item: float, price_per_device_hour: float | None) -> float:
@@ -65,9 +69,31 @@ def cost_per_1k_calls(rows: pd.DataFrame, device_s_per_item: float, price_per_de
     return 1000 * device_s_per_item / 3600 * price_per_device_hour
 
 
-def trials_cost(study: Study, trials: Sequence[int]) -> dict[str, float]:
-    """Mean device- and wall-seconds and tokens trained, and peak memory, over `trials` (their cost blocks)."""
+def _arm_share(costs: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """The cost rows cut down to what `arm` had cost when it was evaluated: an arm evaluated before a later
+    training (sft, before dpo or grpo continue it) is not charged for that training's time and tokens."""
+    if "stage_costs" not in costs or "arm_trainings" not in costs:
+        return costs
+    costs = costs.copy()
+    for i, row in costs.iterrows():
+        had = row["arm_trainings"].get(arm) if isinstance(row["arm_trainings"], dict) else None
+        stages = row["stage_costs"] if isinstance(row["stage_costs"], dict) else {}
+        if had is None:
+            continue
+        for stage, summary in stages.items():
+            if stage not in had:
+                for col in ("device_s", "tokens_trained"):
+                    if col in costs and summary.get(col) is not None:
+                        costs.at[i, col] = costs.at[i, col] - summary[col]
+    return costs
+
+
+def trials_cost(study: Study, trials: Sequence[int], arm: str | None = None) -> dict[str, float]:
+    """Mean device- and wall-seconds and tokens trained, and peak memory, over `trials` (their cost blocks);
+    with `arm`, only the trainings that arm had when it was evaluated count."""
     costs = study.costs[study.costs["trial"].isin(list(trials))] if not study.costs.empty else study.costs
+    if arm is not None and not costs.empty:
+        costs = _arm_share(costs, arm)
     pick = lambda col, how: (float(getattr(costs[col], how)())  # noqa: E731
                              if col in costs and costs[col].notna().any() else math.nan)
     return {"train_device_s": pick("device_s", "mean"), "train_wall_s": pick("wall_s", "mean"),
@@ -79,7 +105,7 @@ def training_cost(study: Study, label: str) -> dict[str, float]:
     rows = study.rows(label)
     if rows["arm"].iloc[0] in study.untuned_arms:
         return trials_cost(study, [])
-    return trials_cost(study, rows["trial"].unique())
+    return trials_cost(study, rows["trial"].unique(), arm=rows["arm"].iloc[0])
 
 
 def arm_table(study: Study, qualities: Sequence[Quality], comparisons: Sequence[Comparison], *,
@@ -98,7 +124,8 @@ def arm_table(study: Study, qualities: Sequence[Quality], comparisons: Sequence[
             "delta_ci_high": c.ci_high if c else math.nan, "p_adjusted": c.p_adjusted if c else math.nan,
             "verdict": c.verdict if c else None,
             "cost_per_1k_calls": cost_per_1k_calls(arm_rows, speed["device_s_per_item"], price_per_device_hour),
-            "latency_p50_s": speed["latency_p50_s"], "latency_p95_s": speed["latency_p95_s"],
+            "items_per_call": speed["items_per_call"], "latency_p50_s": speed["latency_p50_s"],
+            "latency_p95_s": speed["latency_p95_s"], "device_s_per_item": speed["device_s_per_item"],
             "tokens_per_s": speed["tokens_per_s"], "failed_calls": speed["failed_calls"],
             **training_cost(study, q.label)})
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
@@ -148,8 +175,10 @@ def display_arm_table(table: pd.DataFrame, metric: str, *, confidence: float = 0
         "adj. p": table["p_adjusted"].map(format_p),
         "Verdict": table["verdict"].fillna(DASH),
         "$ / 1K calls": table["cost_per_1k_calls"].map(lambda x: _num(x, 4)),
-        "p50 latency (s)": table["latency_p50_s"].map(_num),
-        "p95 latency (s)": table["latency_p95_s"].map(_num),
+        "items / call": table["items_per_call"].map(lambda x: _num(x, 1)),
+        "p50 latency / call (s)": table["latency_p50_s"].map(_num),
+        "p95 latency / call (s)": table["latency_p95_s"].map(_num),
+        "device-s / item": table["device_s_per_item"].map(_num),
         "tokens/s": table["tokens_per_s"].map(lambda x: _num(x, 1)),
         "train device-s": table["train_device_s"].map(lambda x: _num(x, 1)),
         "tokens trained": table["tokens_trained"].map(_count),

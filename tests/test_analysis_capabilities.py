@@ -122,6 +122,56 @@ def test_an_endpoint_contestant_is_untuned_priced_per_call_and_its_failures_coun
     assert np.isfinite(table["latency_p50_s"])
 
 
+def test_batched_and_one_per_call_arms_are_compared_by_time_per_item(study_dir, tmp_path):
+    """A batched arm's latency per call is its batch's time: the table says how many items a call answered,
+    gives time per item beside it, and the unpriced trade-off figure plots time per item, not latency."""
+    from analysis.figures import pareto_front
+    from analysis.tables import display_arm_table
+
+    add_contestant(study_dir, failures=0)
+    study = load_study(study_dir)
+    table = arm_table(study, [quality(study, a, "field_accuracy", n_resamples=N) for a in ("base", "frontier")], [])
+    arms = table.set_index("arm")
+    rows = study.rows("base")
+    calls = rows.drop_duplicates(["trial", "seed", "batch"])
+    assert arms.loc["base", "items_per_call"] == pytest.approx(len(rows) / len(calls))
+    assert arms.loc["base", "items_per_call"] > 1
+    assert arms.loc["frontier", "items_per_call"] == 1
+    assert arms.loc["base", "device_s_per_item"] == pytest.approx(calls["latency_s"].sum() / len(rows))
+    assert arms.loc["base", "latency_p50_s"] > arms.loc["base", "device_s_per_item"]
+    shown = display_arm_table(table, "field_accuracy")
+    assert {"items / call", "p50 latency / call (s)", "device-s / item"} <= set(shown.columns)
+    figure = pareto_front(table, "field_accuracy", tmp_path)
+    assert figure and "device seconds per item" in figure.caption
+
+
+@pytest.mark.parametrize("recorded", ["arm_trainings", "roles only"])
+def test_an_arm_evaluated_before_a_later_training_is_not_charged_for_it(study_dir, recorded):
+    """sft is evaluated, then DPO continues it: the sft arm's training cost leaves DPO's time and tokens out
+    (from the manifest's arm_trainings, or for older trials from the arms' roles)."""
+    for trial in sorted(study_dir.glob("trial-*")):
+        metrics = json.loads((trial / "metrics.json").read_text())
+        metrics["cost"]["device_s"] += 5.0
+        metrics["cost"]["tokens_trained"] += 1000
+        metrics["training"] = {"dpo": {"device_s": 5.0, "tokens_trained": 1000, "steps": 2}}
+        (trial / "metrics.json").write_text(json.dumps(metrics))
+        rows = read_jsonl(trial / "eval" / "tuned.jsonl")
+        write_jsonl(trial / "eval" / "sft.jsonl", [{**r, "arm": "sft"} for r in rows])
+        manifest = json.loads((trial / "manifest.json").read_text())
+        if recorded == "arm_trainings":
+            manifest["arm_trainings"] = {"base": [], "sft": ["sft"], "tuned": ["sft", "dpo"]}
+        else:
+            manifest["arms"] = {"base": "untuned", "sft": "stage", "tuned": "final"}
+            manifest["trainings"] = {"dpo": {}, "sft": {}}
+        (trial / "manifest.json").write_text(json.dumps(manifest))
+    study = load_study(study_dir)
+    labels = {arm: next(label for label in study.arm_labels if label.startswith(arm + "[")) for arm in ("sft", "tuned")}
+    table = arm_table(study, [quality(study, labels[a], "field_accuracy", n_resamples=N) for a in labels], [])
+    sft, tuned = (table.set_index("arm").loc[labels[a]] for a in ("sft", "tuned"))
+    assert tuned["train_device_s"] - sft["train_device_s"] == pytest.approx(5.0)
+    assert tuned["tokens_trained"] - sft["tokens_trained"] == pytest.approx(1000)
+
+
 def test_local_arms_are_priced_by_device_time(study_dir):
     study = load_study(study_dir)
     row = arm_table(study, [quality(study, "base", "field_accuracy", n_resamples=N)], [],

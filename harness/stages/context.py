@@ -61,6 +61,7 @@ class TrialContext:
     started: tuple[float, Any] = field(default_factory=lambda: (time.perf_counter(),
                                                                 resource.getrusage(resource.RUSAGE_SELF)))
     _roles: dict[str, ArmRole] = field(default_factory=dict)
+    _trained: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def trial_dir(self) -> Path:
@@ -97,6 +98,7 @@ class TrialContext:
             raise HarnessError(f"arm '{name}' is recorded twice in trial {self.number}")
         self.arms[name] = rows
         self._roles[name] = role
+        self._trained[name] = [t.stage for t in self.trainings]  # what had trained the model when it answered
 
     def add_block(self, name: str, values: Any) -> None:
         """Record a metrics.json block that is not an arm ("teacher", "forgetting")."""
@@ -182,6 +184,7 @@ def record_trial(ctx: TrialContext) -> TrialResult:
     manifest = build_manifest(spec=spec, params=ctx.params, number=ctx.number, data=ctx.data, resolved=ctx.resolved,
                               backend=ctx.backend.name, training=o.settings, eval_items=len(ctx.heldout))
     manifest["arms"] = {arm: ctx._roles[arm] for arm in ctx.arms}
+    manifest["arm_trainings"] = {arm: ctx._trained[arm] for arm in ctx.arms}
     manifest["final_arm"] = ctx.final_arm
     manifest["stage_pairs"] = [list(pair) for pair in stage_pairs(spec)]
     manifest["trainings"] = {t.stage: t.outcome.settings for t in ctx.trainings}
