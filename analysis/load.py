@@ -52,6 +52,7 @@ class Study:
     # study without one (or a sampler's), None when the manifests do not say (then levels come from the trials).
     grid: dict[str, list[Any]] | None = None
     report_reference: dict[str, Any] = field(default_factory=dict)  # the spec's report.reference
+    endpoints: list[dict[str, Any]] = field(default_factory=list)  # the models it called: see `spec_endpoints`
     _by_label: tuple[pd.DataFrame, dict[str, pd.DataFrame]] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -143,6 +144,20 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
         out[prefix] = value
+
+
+def spec_endpoints(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The OpenAI-compatible endpoints a recorded spec calls, each as {role, name, **endpoint block}:
+    contestants, the distillation teacher, the judge."""
+    out = [{"role": "contestant", "name": c.get("name"), **(c.get("endpoint") or {})}
+           for c in spec.get("contestants") or [] if isinstance(c, dict)]
+    teacher = (spec.get("distill") or {}).get("teacher")
+    if isinstance(teacher, dict):
+        out.append({"role": "teacher", "name": "teacher", **teacher})
+    judge = (spec.get("judge") or {}).get("endpoint")
+    if isinstance(judge, dict):
+        out.append({"role": "judge", "name": "judge", **judge})
+    return [e for e in out if e.get("url")]
 
 
 def _arm_trainings(manifest: dict[str, Any], later: dict[str, Any]) -> dict[str, list[str]]:
@@ -307,4 +322,5 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
         project=(first_spec.get("tracking") or {}).get("project"),
         device_price_per_hour=(first_spec.get("pricing") or {}).get("device_price_per_hour"),
         untuned_arms=untuned, notes=notes, grid=grid,
-        report_reference=dict((first_spec.get("report") or {}).get("reference") or {}))
+        report_reference=dict((first_spec.get("report") or {}).get("reference") or {}),
+        endpoints=spec_endpoints(first_spec))

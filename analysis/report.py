@@ -131,7 +131,7 @@ def _trials_section(study: Study) -> list[str]:
     t = study.trials
     complete = t[t["status"] == "complete"]
     not_complete = len(t) - len(complete)
-    lines = [f"{len(t)} trials: {len(complete)} complete"
+    lines = [f"{len(t)} trial{'' if len(t) == 1 else 's'}: {len(complete)} complete"
              + (f", {not_complete} failed or unfinished (listed below, excluded from every comparison)."
                 if not_complete else "."),
              f"Seeds: {sorted(int(s) for s in complete['seed'].dropna().unique())}. "
@@ -141,6 +141,19 @@ def _trials_section(study: Study) -> list[str]:
                      f"{row.status.replace('_', ' ')}" + (f" — {row.reason}" if isinstance(row.reason, str) else ""))
     lines.extend(f"- note: {n}" for n in study.notes)
     return lines
+
+
+def _endpoints_section(study: Study) -> list[str]:
+    """What each endpoint arm, teacher or judge was: a reader must know which model stood behind a name."""
+    lines = []
+    for e in study.endpoints:
+        host = e["url"].split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        where = " (a server on this machine)" if host in ("127.0.0.1", "localhost", "::1", "[::1]") else ""
+        price = (f"; priced at ${e.get('price_input_per_m', 0):g} / ${e.get('price_output_per_m', 0):g} per "
+                 "million input / output tokens")
+        lines.append(f"- {e['role']} `{e['name']}`: model `{e.get('model')}` at {e['url']}{where}{price}."
+                     + (f" {e['note'].strip()}" if e.get("note") else ""))
+    return ["## Endpoints", "", *lines, ""] if lines else []
 
 
 def _family_section(family: Family, table: tables.TableFiles | None, figure: figures.FigureFiles | None,
@@ -358,7 +371,7 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
     md = [f"# {study.name}: report", "",
           f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Headline metric: **{metric}**. "
           f"Baseline: **{baseline}**. α = {alpha}, {confidence:.0%} CIs, {level}-level tests.", "",
-          "## Trials", "", *_trials_section(study), "",
+          "## Trials", "", *_trials_section(study), "", *_endpoints_section(study),
           "## Quality, cost and speed per arm", "", written["arms"].markdown.read_text(),
           f"Files: [CSV]({_relative(written['arms'].csv, study_dir)}), "
           f"[LaTeX]({_relative(written['arms'].latex, study_dir)}). "

@@ -27,6 +27,8 @@ SERVER_PID=""
 stop_server() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; SERVER_PID=""; }
 trap stop_server EXIT
 
+NOTE_SETS=()  # a real endpoint given: the presets' "local stand-in" notes no longer apply
+[ -n "$URL" ] && NOTE_SETS=(--set "distill.teacher.note=" --set "contestants.0.endpoint.note=")
 start_standin() {
     [ -n "$URL" ] && return 0
     local gguf log
@@ -53,10 +55,10 @@ for exp in "${EXPERIMENTS[@]}"; do
     case "$exp" in
         distill_vs_data)
             start_standin
-            sets+=(--set "distill.teacher.url=$URL" --set "distill.teacher.model=$MODEL") ;;
+            sets+=(--set "distill.teacher.url=$URL" --set "distill.teacher.model=$MODEL" "${NOTE_SETS[@]:0:2}") ;;
         three_way)
             start_standin
-            sets+=(--set "contestants.0.endpoint.url=$URL" --set "contestants.0.endpoint.model=$MODEL") ;;
+            sets+=(--set "contestants.0.endpoint.url=$URL" --set "contestants.0.endpoint.model=$MODEL" "${NOTE_SETS[@]:2:2}") ;;
     esac
     echo "== $exp (cpu preset) $(date -u +%FT%TZ)"
     # The run and its report, timed together; CPU seconds are this process tree's (not the stand-in server's).

@@ -180,3 +180,28 @@ def test_local_arms_are_priced_by_device_time(study_dir):
     busy = rows.drop_duplicates(["trial", "seed", "batch"])["latency_s"].sum()
     assert row["cost_per_1k_calls"] == pytest.approx(1000 * busy / len(rows) / 3600 * 3.6)
     assert json.dumps(float(row["cost_per_1k_calls"]))  # a plain float for report.json
+
+
+def test_the_report_says_which_model_stood_behind_each_endpoint(study_dir):
+    """A contestant's name is not enough: the report names its model, URL (loopback said plainly), prices and note."""
+    from analysis.report import _endpoints_section
+
+    for trial in sorted(study_dir.glob("trial-*")):
+        manifest = json.loads((trial / "manifest.json").read_text())
+        manifest.setdefault("spec", {})["contestants"] = [{"name": "frontier-standin", "endpoint": {
+            "url": "http://127.0.0.1:8080/v1", "model": "smollm2", "price_input_per_m": 0.4,
+            "price_output_per_m": 1.6, "note": "A LOCAL STAND-IN, not a frontier model."}}]
+        manifest["spec"]["distill"] = {"teacher": {"url": "https://api.example.com/v1", "model": "big"}}
+        (trial / "manifest.json").write_text(json.dumps(manifest))
+    lines = _endpoints_section(load_study(study_dir))
+    assert lines[0] == "## Endpoints"
+    contestant = next(line for line in lines if "frontier-standin" in line)
+    assert "`smollm2`" in contestant and "(a server on this machine)" in contestant
+    assert "$0.4 / $1.6 per million" in contestant and contestant.endswith("A LOCAL STAND-IN, not a frontier model.")
+    teacher = next(line for line in lines if line.startswith("- teacher"))
+    assert "api.example.com" in teacher and "this machine" not in teacher
+    assert _endpoints_section(write_and_load_plain(study_dir.parent / "plain")) == []
+
+
+def write_and_load_plain(path: Path):
+    return load_study(write_synthetic_study(path, ranks=(8,), seeds=(0,), failed_trial=False))

@@ -22,6 +22,7 @@ class EndpointSpec(BaseModel):
     stop: list[str] | None = None
     backoff_base_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry")
     backoff_max_s: float = Field(60.0, ge=0, description="cap on any one delay, Retry-After included")
+    note: str | None = Field(None, description="what this endpoint is (e.g. a local stand-in), printed in reports")
 
     @field_validator("url")
     @classmethod
