@@ -179,7 +179,23 @@ def _seed_of(manifest: dict[str, Any] | None, params: dict[str, Any]) -> int | N
     return None
 
 
+def _params_in_study_db(root: Path) -> dict[int, dict[str, Any]]:
+    """Trial number -> params from the Optuna study beside the trials (`study.db`), for a trial killed before it
+    wrote any record of its own: the report can still say which grid point it was. {} without one."""
+    db = root / "study.db"
+    if not db.exists():
+        return {}
+    try:
+        import optuna
+
+        study = optuna.load_study(study_name=root.name, storage=f"sqlite:///{db.resolve()}")
+        return {t.number: dict(t.user_attrs.get("params") or t.params) for t in study.get_trials(deepcopy=False)}
+    except Exception:  # another layout or name: the trial stays without params, as before
+        return {}
+
+
 def _varying(all_params: list[dict[str, Any]]) -> list[str]:
+    all_params = [p for p in all_params if p]  # a trial that recorded no params says nothing about what varies
     keys = sorted({k for p in all_params for k in p} - SEED_PARAMS)
     varying = []
     for key in keys:
@@ -219,6 +235,7 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
                                  f"(`harness run {root.name}`)", where=root)
 
     raw = []
+    db_params: dict[int, dict[str, Any]] | None = None
     for tdir in trial_dirs:
         result = _read_optional_json(tdir / "result.json") or {}
         manifest = _read_optional_json(tdir / "manifest.json") or {}
@@ -227,6 +244,10 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
         if number is None:
             number = 0 if single else int(tdir.name.split("-")[-1])
         status = result.get("status", "complete" if single else "incomplete")
+        if not params and status == "incomplete":
+            if db_params is None:
+                db_params = _params_in_study_db(root)
+            params = db_params.get(int(number), {})
         evals = {}
         if status == "complete":
             for eval_path in sorted((tdir / "eval").glob("*.jsonl")):

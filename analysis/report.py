@@ -137,8 +137,14 @@ def _trials_section(study: Study) -> list[str]:
              f"Seeds: {sorted(int(s) for s in complete['seed'].dropna().unique())}. "
              f"Params that vary: {', '.join(study.varying_params) or 'none'}."]
     for row in t[t["status"] != "complete"].itertuples():
-        lines.append(f"- trial {row.number:04d} ({row.config or 'no params'}, seed {row.seed}): "
-                     f"{row.status.replace('_', ' ')}" + (f" — {row.reason}" if isinstance(row.reason, str) else ""))
+        seed = int(row.seed) if isinstance(row.seed, (int, float)) and math.isfinite(row.seed) else "unknown"
+        again = complete[(complete["config"] == row.config) & (complete["seed"] == row.seed)
+                         & (complete["number"] > row.number)]["number"]
+        lines.append(f"- trial {row.number:04d} ({row.config or 'no params'}, seed {seed}): "
+                     + ("incomplete — stopped before it recorded a result (killed, or still running)"
+                        if row.status == "incomplete" else row.status.replace("_", " "))
+                     + (f" — {row.reason}" if isinstance(row.reason, str) else "")
+                     + (f"; the grid point was run again as trial {int(again.iloc[0]):04d}" if len(again) else ""))
     lines.extend(f"- note: {n}" for n in study.notes)
     return lines
 

@@ -205,3 +205,34 @@ def test_the_report_says_which_model_stood_behind_each_endpoint(study_dir):
 
 def write_and_load_plain(path: Path):
     return load_study(write_synthetic_study(path, ranks=(8,), seeds=(0,), failed_trial=False))
+
+
+def test_a_killed_trial_is_named_by_its_grid_point_and_its_rerun(tmp_path):
+    """`kill -9` mid-trial leaves a directory without a record: the report names its grid point from the
+    Optuna study beside it, says which trial ran that point again, and the arm labels stay as they were."""
+    import shutil
+
+    import optuna
+
+    from analysis.report import _trials_section
+
+    root = write_synthetic_study(tmp_path, ranks=(8, 16), seeds=(0,), failed_trial=False)  # trials 0 and 1
+    killed = root / "trial-0002"
+    killed.mkdir()
+    (killed / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    shutil.copytree(root / "trial-0001", root / "trial-0003")  # the resumed run redoes r=16, seed 0
+    for name in ("result.json", "manifest.json"):
+        record = json.loads((root / "trial-0003" / name).read_text())
+        record["number" if name == "result.json" else "trial"] = 3
+        (root / "trial-0003" / name).write_text(json.dumps(record))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=root.name, storage=f"sqlite:///{root / 'study.db'}")
+    for number, (rank, state) in enumerate([(8, "COMPLETE"), (16, "COMPLETE"), (16, "FAIL"), (16, "COMPLETE")]):
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], value=0.5 if state == "COMPLETE" else None,
+            user_attrs={"params": {"lora.r": rank, "train.seed": 0}}))
+    loaded = load_study(root)
+    assert loaded.varying_params == ["lora.r"]
+    assert loaded.arm_labels == ["base", "tuned[lora.r=8]", "tuned[lora.r=16]"]
+    line = next(x for x in _trials_section(loaded) if x.startswith("- trial 0002"))
+    assert "(lora.r=16, seed 0): incomplete" in line and "run again as trial 0003" in line
