@@ -107,7 +107,8 @@ def loss_curves(study: Study, out_dir: Path, *, name: str = "loss_curves") -> Fi
         for trial, rows in log.groupby("trial"):
             rows = rows.dropna(subset=["loss"]).sort_values("step")
             config, seed, status = rows["config"].iloc[0], rows["seed"].iloc[0], rows["status"].iloc[0]
-            label = f"{config or 'trial'} · seed {seed}" + ("" if status == "complete" else f" ({status})")
+            label = ((f"{config} · seed {seed}" if config else f"seed {seed}")
+                     + ("" if status == "complete" else f" ({status})"))
             ax.plot(rows["step"], rows["loss"], color=colours[config], linestyle=styles.get(seed, "-"),
                     alpha=1.0 if status == "complete" else 0.4, label=label)
         ax.set_xlabel("training step")
@@ -120,7 +121,9 @@ def loss_curves(study: Study, out_dir: Path, *, name: str = "loss_curves") -> Fi
             fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", frameon=False, fontsize=6.5)
         elif n_trials <= 16:
             ax.legend(frameon=False, ncols=2 if n_trials > 6 else 1)
-    return _save(fig, out_dir, name, "Training loss per trial; colour is the grid point, line style the seed.")
+    return _save(fig, out_dir, name, ("Training loss of each trial's first training (SFT) per step; colour is the grid "
+                                     "point, line style the seed. A continuing stage (DPO, GRPO) logs to its own "
+                                     "file in the trial (dpo_log.jsonl, grpo_log.jsonl)."))
 
 
 def quality_vs_rank(study: Study, qualities: Sequence[Quality], metric: str, out_dir: Path, *,

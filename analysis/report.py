@@ -145,7 +145,26 @@ def _trials_section(study: Study) -> list[str]:
                         if row.status == "incomplete" else row.status.replace("_", " "))
                      + (f" — {row.reason}" if isinstance(row.reason, str) else "")
                      + (f"; the grid point was run again as trial {int(again.iloc[0]):04d}" if len(again) else ""))
+    lines.extend(_continued_training(complete))
     lines.extend(f"- note: {n}" for n in study.notes)
+    return lines
+
+
+def _continued_training(complete: pd.DataFrame) -> list[str]:
+    """What each continuing stage (DPO, GRPO) did in each complete trial: pairs, steps, final loss, time."""
+    prefix = "metrics.training."
+    stages: dict[str, list[str]] = {}
+    for col in complete.columns:
+        if col.startswith(prefix) and complete[col].notna().any():
+            stage, _, key = col[len(prefix):].partition(".")
+            stages.setdefault(stage, []).append(key)
+    lines = []
+    for stage, keys in stages.items():
+        def fmt(v: Any) -> str:
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+        values = "; ".join(f"{k} " + ", ".join(fmt(v) for v in complete[prefix + stage + "." + k]) for k in keys)
+        lines.append(f"- {stage}, per complete trial (trials {', '.join(f'{n:04d}' for n in complete['number'])}): "
+                     f"{values}")
     return lines
 
 

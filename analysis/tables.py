@@ -89,14 +89,14 @@ def _arm_share(costs: pd.DataFrame, arm: str) -> pd.DataFrame:
 
 
 def trials_cost(study: Study, trials: Sequence[int], arm: str | None = None) -> dict[str, float]:
-    """Mean device- and wall-seconds and tokens trained, and peak memory, over `trials` (their cost blocks);
-    with `arm`, only the trainings that arm had when it was evaluated count."""
+    """Mean device-seconds and tokens trained, the trials' whole wall time (evals included), and peak memory,
+    over `trials` (their cost blocks); with `arm`, only the trainings that arm had when it was evaluated count."""
     costs = study.costs[study.costs["trial"].isin(list(trials))] if not study.costs.empty else study.costs
     if arm is not None and not costs.empty:
         costs = _arm_share(costs, arm)
     pick = lambda col, how: (float(getattr(costs[col], how)())  # noqa: E731
                              if col in costs and costs[col].notna().any() else math.nan)
-    return {"train_device_s": pick("device_s", "mean"), "train_wall_s": pick("wall_s", "mean"),
+    return {"train_device_s": pick("device_s", "mean"), "trial_wall_s": pick("wall_s", "mean"),
             "tokens_trained": pick("tokens_trained", "mean"), "peak_mem_gb": pick("peak_mem_gb", "max")}
 
 
@@ -258,7 +258,7 @@ def display_contrasts(study: Study, family: ContrastFamily, *, confidence: float
     if family.kind not in (TREND, INTERACTION):
         costs = [(trials_cost(study, c.trials_a), trials_cost(study, c.trials_b)) for c in family.contrasts]
         columns["peak mem GB (A / B)"] = [_pair(a["peak_mem_gb"], b["peak_mem_gb"], 2) for a, b in costs]
-        columns["train wall s (A / B)"] = [_pair(a["train_wall_s"], b["train_wall_s"], 1) for a, b in costs]
+        columns["trial wall s (A / B)"] = [_pair(a["trial_wall_s"], b["trial_wall_s"], 1) for a, b in costs]
         columns["train device-s (A / B)"] = [_pair(a["train_device_s"], b["train_device_s"], 1) for a, b in costs]
     columns["Note"] = list(stats["Note"])
     return pd.DataFrame(columns)

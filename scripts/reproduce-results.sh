@@ -11,6 +11,7 @@
 # started here on STANDIN_PORT (default 8080). Point them at a real endpoint with
 #   STANDIN_URL=https://.../v1 STANDIN_MODEL=name bash scripts/reproduce-results.sh three_way
 # (and an api_key_env / prices through HARNESS_SET, e.g. HARNESS_SET="contestants.0.endpoint.api_key_env=OPENAI_API_KEY").
+# `forgetting` reads the lm-eval benchmark subsets from $HARNESS_BENCHMARKS (README: "Benchmark data").
 # A run that is stopped resumes where it stopped: run the same command again.
 set -euo pipefail
 cd "$(dirname "$0")/.."

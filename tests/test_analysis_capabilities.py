@@ -170,6 +170,10 @@ def test_an_arm_evaluated_before_a_later_training_is_not_charged_for_it(study_di
     sft, tuned = (table.set_index("arm").loc[labels[a]] for a in ("sft", "tuned"))
     assert tuned["train_device_s"] - sft["train_device_s"] == pytest.approx(5.0)
     assert tuned["tokens_trained"] - sft["tokens_trained"] == pytest.approx(1000)
+    from analysis.report import _trials_section  # the report says what the continuing stage did, per trial
+
+    dpo = next(line for line in _trials_section(study) if line.startswith("- dpo, per complete trial"))
+    assert "steps 2, 2" in dpo and "device_s 5, 5" in dpo and "tokens_trained 1000, 1000" in dpo
 
 
 def test_local_arms_are_priced_by_device_time(study_dir):

@@ -234,7 +234,7 @@ def test_the_report_has_a_contrasts_section_with_tables_figures_and_costs(tmp_pa
     table = pd.read_csv(report.tables["contrasts_lora_r"].csv)
     row = table.set_index("factor_level").loc[32]
     assert row["peak_mem_gb_a"] == pytest.approx(1.5) and row["peak_mem_gb_b"] == pytest.approx(1 + 2 / 64)
-    assert row["train_wall_s_a"] == pytest.approx(62.0) and row["train_wall_s_b"] == pytest.approx(32.0)
+    assert row["trial_wall_s_a"] == pytest.approx(62.0) and row["trial_wall_s_b"] == pytest.approx(32.0)
     assert "| 1.50 / 1.03 | 62.0 / 32.0 |" in report.tables["contrasts_lora_r"].markdown.read_text()
     data = json.loads(report.json.read_text())
     assert [f["name"] for f in data["contrasts"]["factors"]] == ["lora.r", "model.load_in_4bit"]
