@@ -27,7 +27,9 @@ from harness.results import arm_roles, read_json, read_jsonl
 
 SEED_PARAMS = frozenset({"seed", "train.seed"})
 # Params that change only how an adapter is trained: they cannot change what an untuned model answers.
-TRAINING_ONLY_PREFIXES = ("lora.", "train.")
+# Params that change only how an arm is trained (its data, method, optimiser), never the untuned base model:
+# an untuned arm is one arm across their levels.
+TRAINING_ONLY_PREFIXES = ("lora.", "train.", "distill.", "dpo.", "grpo.")
 DEFAULT_UNTUNED_ARMS = ("base",)
 SCORE_PREFIX = "score."
 

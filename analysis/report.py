@@ -151,19 +151,26 @@ def _trials_section(study: Study) -> list[str]:
 
 
 def _continued_training(complete: pd.DataFrame) -> list[str]:
-    """What each continuing stage (DPO, GRPO) did in each complete trial: pairs, steps, final loss, time."""
-    prefix = "metrics.training."
-    stages: dict[str, list[str]] = {}
+    """What each continuing stage (DPO, GRPO) did in each complete trial (pairs, steps, final loss, time), and
+    what the distillation teacher was asked (calls, cached calls, tokens, cost, latency)."""
+    blocks: dict[str, list[str]] = {}
     for col in complete.columns:
-        if col.startswith(prefix) and complete[col].notna().any():
-            stage, _, key = col[len(prefix):].partition(".")
-            stages.setdefault(stage, []).append(key)
+        if col.startswith("metrics.training.") and complete[col].notna().any():
+            stage, _, key = col[len("metrics.training."):].partition(".")
+            blocks.setdefault(f"metrics.training.{stage}", []).append(key)
+        elif col.startswith("metrics.teacher.") and complete[col].notna().any():
+            blocks.setdefault("metrics.teacher", []).append(col[len("metrics.teacher."):])
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float) and math.isfinite(v):
+            return str(int(v)) if v.is_integer() else f"{v:.4g}"
+        return str(v)
+
     lines = []
-    for stage, keys in stages.items():
-        def fmt(v: Any) -> str:
-            return f"{v:.4g}" if isinstance(v, float) else str(v)
-        values = "; ".join(f"{k} " + ", ".join(fmt(v) for v in complete[prefix + stage + "." + k]) for k in keys)
-        lines.append(f"- {stage}, per complete trial (trials {', '.join(f'{n:04d}' for n in complete['number'])}): "
+    for block, keys in blocks.items():
+        rows = complete[complete[[f"{block}.{k}" for k in keys]].notna().any(axis=1)]
+        values = "; ".join(f"{k} " + ", ".join(fmt(v) for v in rows[f"{block}.{k}"]) for k in keys)
+        lines.append(f"- {block.rsplit('.', 1)[-1]}, per trial (trials {', '.join(f'{n:04d}' for n in rows['number'])}): "
                      f"{values}")
     return lines
 

@@ -154,6 +154,8 @@ def test_an_arm_evaluated_before_a_later_training_is_not_charged_for_it(study_di
         metrics["cost"]["device_s"] += 5.0
         metrics["cost"]["tokens_trained"] += 1000
         metrics["training"] = {"dpo": {"device_s": 5.0, "tokens_trained": 1000, "steps": 2}}
+        if trial.name == "trial-0000":  # a teacher asked once: the second trial would read the cache
+            metrics["teacher"] = {"n": 40, "cached_calls": 0, "input_tokens": 12994.0}
         (trial / "metrics.json").write_text(json.dumps(metrics))
         rows = read_jsonl(trial / "eval" / "tuned.jsonl")
         write_jsonl(trial / "eval" / "sft.jsonl", [{**r, "arm": "sft"} for r in rows])
@@ -172,8 +174,11 @@ def test_an_arm_evaluated_before_a_later_training_is_not_charged_for_it(study_di
     assert tuned["tokens_trained"] - sft["tokens_trained"] == pytest.approx(1000)
     from analysis.report import _trials_section  # the report says what the continuing stage did, per trial
 
-    dpo = next(line for line in _trials_section(study) if line.startswith("- dpo, per complete trial"))
+    dpo = next(line for line in _trials_section(study) if line.startswith("- dpo, per trial"))
     assert "steps 2, 2" in dpo and "device_s 5, 5" in dpo and "tokens_trained 1000, 1000" in dpo
+    teacher = next(line for line in _trials_section(study) if line.startswith("- teacher"))
+    assert teacher.startswith("- teacher, per trial (trials 0000): ")
+    assert sorted(teacher.split(": ", 1)[1].split("; ")) == ["cached_calls 0", "input_tokens 12994", "n 40"]
 
 
 def test_local_arms_are_priced_by_device_time(study_dir):
@@ -240,3 +245,14 @@ def test_a_killed_trial_is_named_by_its_grid_point_and_its_rerun(tmp_path):
     assert loaded.arm_labels == ["base", "tuned[lora.r=8]", "tuned[lora.r=16]"]
     line = next(x for x in _trials_section(loaded) if x.startswith("- trial 0002"))
     assert "(lora.r=16, seed 0): incomplete" in line and "run again as trial 0003" in line
+
+
+def test_the_base_arm_is_one_arm_across_training_only_params():
+    """distill.arm (like dpo.beta, lora.r) changes what is trained, not the base model: one base arm, not one
+    per level; a model.* param does change the base."""
+    from analysis.load import arm_label
+
+    varying = ["distill.arm", "dpo.beta", "grpo.learning_rate", "model.load_in_4bit"]
+    params = {"distill.arm": "original", "dpo.beta": 0.1, "grpo.learning_rate": 1e-5, "model.load_in_4bit": False}
+    assert arm_label("base", params, varying, ("base",)) == "base[model.load_in_4bit=False]"
+    assert arm_label("tuned", params, varying, ("base",)).startswith("tuned[distill.arm=original,dpo.beta=0.1,")
