@@ -302,8 +302,16 @@ def when_to_use(comparisons: Sequence[Comparison], arms, metric: str, confidence
                    f"{other.items_per_call:.3g} items per call: a batched call's latency is its batch's) and "
                    f"{_ratio(tuned.device_s_per_item, other.device_s_per_item)} the time per item "
                    f"({tuned.device_s_per_item:.3g} s vs {other.device_s_per_item:.3g} s)")
-        if c.verdict == "better":
-            advice = f"Use {c.a}: it is better on {metric} and the cost and latency figures above say what it saves."
+        cost_ratio = (tuned.cost_per_1k_calls / other.cost_per_1k_calls
+                      if math.isfinite(tuned.cost_per_1k_calls) and math.isfinite(other.cost_per_1k_calls)
+                      and other.cost_per_1k_calls > 0 else math.nan)
+        if c.verdict == "better" and cost_ratio <= 1:
+            advice = f"Use {c.a}: it is better on {metric} and no dearer per call."
+        elif c.verdict == "better" and cost_ratio > 1:
+            advice = (f"{c.a} is better on {metric} but dearer per call at these prices: use it where the gain is "
+                      f"worth {cost_ratio:.2g}x the cost (a cheaper device-hour, or a faster device, lowers it).")
+        elif c.verdict == "better":
+            advice = f"{c.a} is better on {metric}; with no price for one side, the cost comparison is open."
         elif c.verdict == "worse":
             advice = (f"Use {c.b} where {metric} matters more than the difference in cost and latency; "
                       f"{c.a} is measurably worse.")

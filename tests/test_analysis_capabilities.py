@@ -256,3 +256,25 @@ def test_the_base_arm_is_one_arm_across_training_only_params():
     params = {"distill.arm": "original", "dpo.beta": 0.1, "grpo.learning_rate": 1e-5, "model.load_in_4bit": False}
     assert arm_label("base", params, varying, ("base",)) == "base[model.load_in_4bit=False]"
     assert arm_label("tuned", params, varying, ("base",)).startswith("tuned[distill.arm=original,dpo.beta=0.1,")
+
+
+@pytest.mark.parametrize("tuned_cost, says", [(0.05, "Use tuned: it is better on field_accuracy and no dearer"),
+                                              (1.6, "dearer per call at these prices: use it where the gain is "
+                                                    "worth 6.4x the cost")])
+def test_when_to_use_says_what_a_better_arm_costs_not_that_it_saves(tuned_cost, says):
+    """A tuned arm that is better but dearer per call must not be advertised as a saving."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from analysis.report import when_to_use
+
+    arms = pd.DataFrame([{"arm": "tuned", "cost_per_1k_calls": tuned_cost, "latency_p50_s": 33.0,
+                          "items_per_call": 12.5, "device_s_per_item": 2.3},
+                         {"arm": "frontier", "cost_per_1k_calls": 0.25, "latency_p50_s": 3.3,
+                          "items_per_call": 1.0, "device_s_per_item": 3.2}])
+    c = SimpleNamespace(a="tuned", b="frontier", diff=0.41, ci_low=0.36, ci_high=0.47, p_adjusted=0.0002, n=50,
+                        verdict="better", mde=0.08)
+    (paragraph,) = when_to_use([c], arms, "field_accuracy", 0.95)
+    assert says in paragraph and "saves" not in paragraph
+    assert "12.5 vs 1 items per call" in paragraph and "0.72x the time per item" in paragraph
