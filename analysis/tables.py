@@ -190,6 +190,7 @@ def display_comparisons(comparisons: Sequence[Comparison], *, confidence: float 
     """Every comparison as formatted strings: Δ with CI, the test, raw/permutation/adjusted p, d_z, MDE."""
     return pd.DataFrame([{
         "A": c.a, "B": c.b, "Metric": c.metric, "Items": str(c.n), "Seeds": str(c.n_seeds),
+        "mean A": _num(c.mean_a), "mean B": _num(c.mean_b),
         f"Δ = A − B [{confidence:.0%} CI]": _interval(c.diff, c.ci_low, c.ci_high, signed=True),
         "Test": c.test, "p": format_p(c.p), "perm. p": format_p(c.p_permutation), "adj. p": format_p(c.p_adjusted),
         "Item test": c.item_test, "item-test p": format_p(c.p_item_test),

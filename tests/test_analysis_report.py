@@ -161,6 +161,8 @@ def test_table_intervals_stay_within_the_metric_range(tmp_path, seeds, n_cluster
     assert len(intervals) == 4  # base's and tuned's quality, tuned's Δ in both tables
     assert all(-1.0 <= lo <= hi <= 1.0 for lo, hi in intervals), intervals
     assert max(hi for _, hi in intervals) == 1.0
+    shown = tables.display_comparisons([c]).iloc[0]  # the levels beside the difference
+    assert (float(shown["mean A"]), float(shown["mean B"])) == (round(c.mean_a, 3), round(c.mean_b, 3))
 
 
 @pytest.mark.slow
