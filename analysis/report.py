@@ -28,7 +28,7 @@ from analysis.compare import (Comparison, Level, Quality, adjust, comparisons_fr
                               paired_scores, quality)
 from analysis.errors import AnalysisError, UnknownArmError
 from analysis.judging import judge_markdown, judge_tables
-from analysis.load import Study, format_value, load_study
+from analysis.load import SCORE_PREFIX, Study, format_value, load_study
 from analysis.paired import DEFAULT_RESAMPLES
 from harness.results import write_atomic, write_json
 
@@ -173,6 +173,21 @@ def _continued_training(complete: pd.DataFrame) -> list[str]:
         lines.append(f"- {block.rsplit('.', 1)[-1]}, per trial (trials {', '.join(f'{n:04d}' for n in rows['number'])}): "
                      f"{values}")
     return lines
+
+
+def field_table(study: Study) -> list[str]:
+    """Markdown rows: each arm's mean score on every answer field (`field.*` scores), so a reader sees which
+    facts an arm learnt, not only their average. [] for a task without per-field scores."""
+    fields = [m for m in study.score_metrics if m.startswith("field.")]
+    if not fields:
+        return []
+    names = [f[len("field."):] for f in fields]
+    lines = ["| Arm | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label in study.arm_labels:
+        rows = study.rows(label)
+        lines.append(f"| {label} | " + " | ".join(tables.format_score(rows[SCORE_PREFIX + f].mean()) for f in fields)
+                     + " |")
+    return ["### Per field", "", "Mean score of each answer field per arm, over items and seeds.", "", *lines, ""]
 
 
 def _endpoints_section(study: Study) -> list[str]:
@@ -421,6 +436,7 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
              "(not given)." if price_per_device_hour is None
              else f"Cost per 1K calls: endpoint arms at their token prices, local arms at "
                   f"${price_per_device_hour}/device-hour."), ""]
+    md += field_table(study)
     three_way = next((f for f in families if f.name == "three_way"), None)
     if three_way is not None and three_way.comparisons:
         md += ["## When to use which", "", *when_to_use(three_way.comparisons, arms, metric, confidence), ""]

@@ -140,6 +140,11 @@ def _num(x: float | None, digits: int = 3) -> str:
     return DASH if x is None or not np.isfinite(x) else f"{x:.{digits}f}".replace("-", "−")
 
 
+def format_score(x: float | None) -> str:
+    """A mean score as the tables print it (three decimals, a dash when missing)."""
+    return _num(x)
+
+
 def _signed(x: float) -> str:
     return DASH if not np.isfinite(x) else f"{x:+.3f}".replace("-", "−")  # a typographic minus
 

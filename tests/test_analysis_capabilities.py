@@ -278,3 +278,18 @@ def test_when_to_use_says_what_a_better_arm_costs_not_that_it_saves(tuned_cost, 
     (paragraph,) = when_to_use([c], arms, "field_accuracy", 0.95)
     assert says in paragraph and "saves" not in paragraph
     assert "12.5 vs 1 items per call" in paragraph and "0.72x the time per item" in paragraph
+
+
+def test_the_report_shows_each_arms_score_per_answer_field(study_dir):
+    """Field accuracy averages the fields: the report also says which fields each arm gets right."""
+    from analysis.report import field_table
+
+    study = load_study(study_dir)
+    lines = field_table(study)
+    fields = [m[len("field."):] for m in study.score_metrics if m.startswith("field.")]
+    assert fields and lines[0] == "### Per field"
+    header = next(line for line in lines if line.startswith("| Arm |"))
+    assert header == "| Arm | " + " | ".join(fields) + " |"
+    base = next(line for line in lines if line.startswith("| base |"))
+    want = study.rows("base")[f"score.field.{fields[0]}"].mean()
+    assert base.split(" | ")[1] == f"{want:.3f}"
