@@ -166,3 +166,16 @@ def test_a_new_stage_section_leaves_studies_that_do_not_use_it_alone(tmp_path):
     with_grpo = load_spec(ROOT / "experiments" / "quickstart.yaml", overrides={"grpo": {"max_steps": 1}})
     assert spec_fingerprint(with_grpo) != spec_fingerprint(plain)
     assert json.loads(json.dumps(spec_dump(with_grpo)))["grpo"]["max_steps"] == 1
+
+
+def test_an_endpoint_note_describes_and_does_not_split_a_study():
+    """Editing what an endpoint is called in reports must not make a running study refuse to resume."""
+    from harness.grid.study import spec_fingerprint
+    from harness.spec import load_spec
+
+    path = ROOT / "experiments" / "three_way.yaml"
+    plain = load_spec(path, preset="cpu", overrides={"contestants.0.endpoint.note": None})
+    noted = load_spec(path, preset="cpu")
+    assert noted.contestants[0].endpoint.note and spec_fingerprint(noted) == spec_fingerprint(plain)
+    other = load_spec(path, preset="cpu", overrides={"contestants.0.endpoint.model": "another"})
+    assert spec_fingerprint(other) != spec_fingerprint(noted)

@@ -102,9 +102,22 @@ def validate_search(spec: ExperimentSpec) -> list[GridPoint]:
     return points
 
 
+# Keys that describe and never change a result (an endpoint's `note`): a study resumes across edits of them.
+DESCRIPTIVE_KEYS = frozenset({"note"})
+
+
+def _without_descriptions(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_descriptions(v) for k, v in obj.items() if k not in DESCRIPTIVE_KEYS}
+    if isinstance(obj, list):
+        return [_without_descriptions(v) for v in obj]
+    return obj
+
+
 def spec_fingerprint(spec: ExperimentSpec) -> str:
-    """What makes two studies the same experiment (tracking settings, presets and report options aside)."""
-    raw = spec_dump(spec, exclude={"tracking", "presets", "report"})
+    """What makes two studies the same experiment (tracking settings, presets, report options and
+    descriptive notes aside)."""
+    raw = _without_descriptions(spec_dump(spec, exclude={"tracking", "presets", "report"}))
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
