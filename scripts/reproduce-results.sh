@@ -71,6 +71,10 @@ from pathlib import Path
 exp, sets = sys.argv[1], sys.argv[2:]
 py = os.environ.get("PY", ".venv/bin/python")
 out = Path("results") / f"{exp}-cpu"
+# The code the run starts with (a pull during a long run must not relabel it).
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "harness", "analysis", "experiments"],
+                            capture_output=True, text=True).stdout.strip())
 steps = {}
 t_all = time.monotonic()
 for step in ("run", "report"):
@@ -83,9 +87,6 @@ for step in ("run", "report"):
                    "exit": code}
     if code != 0:
         sys.exit(f"harness {step} {exp} --preset cpu exited {code}")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "harness", "analysis", "experiments"],
-                            capture_output=True, text=True).stdout.strip())
 record = {"experiment": exp, "preset": "cpu", "sets": sets, "commit": commit + ("-dirty" if dirty else ""),
           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu_count": os.cpu_count(),
           "wall_s": round(time.monotonic() - t_all, 1), "cpu_s": round(sum(s["cpu_s"] for s in steps.values()), 1),
