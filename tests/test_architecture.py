@@ -179,3 +179,19 @@ def test_an_endpoint_note_describes_and_does_not_split_a_study():
     assert noted.contestants[0].endpoint.note and spec_fingerprint(noted) == spec_fingerprint(plain)
     other = load_spec(path, preset="cpu", overrides={"contestants.0.endpoint.model": "another"})
     assert spec_fingerprint(other) != spec_fingerprint(noted)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_has_a_cpu_preset_within_the_committed_results_rules(name):
+    """The committed CPU results: ≥ 50 held-out items, ≥ 2 seeds where training arms are compared (a grid,
+    or a stage continuing SFT), and the report of that run under results/<name>-cpu/."""
+    from harness.spec import load_spec
+
+    spec = load_spec(ROOT / "experiments" / f"{name}.yaml", preset="cpu")
+    assert spec.eval.limit is None or spec.eval.limit >= 50
+    compares_training = bool(spec.search.grid) or any(getattr(spec, s, None) is not None for s in ("dpo", "grpo"))
+    if compares_training:
+        assert len(spec.search.seeds) >= 2, f"{name}: compare training arms over at least 2 seeds"
+    report = ROOT / "results" / f"{name}-cpu" / "report.md"
+    assert report.exists(), f"run `bash scripts/reproduce-results.sh {name}` and commit {report.parent}"
+    assert (report.parent / "report.json").exists() and list((report.parent / "report" / "figures").glob("*.png"))
