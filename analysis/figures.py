@@ -237,34 +237,42 @@ def paired_seed_dots(study: Study, comparisons: Sequence[Comparison], out_dir: P
 
 def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = "deltas",
                title: str = "difference vs baseline") -> FigureFiles:
-    """Horizontal bars of each Δ = A − B with its CI, coloured by verdict (quantisation, forgetting, ...)."""
+    """Horizontal bars of each Δ = A − B with its CI, coloured by verdict (quantisation, forgetting, ...).
+    Differences of scores in [0, 1] and those on another scale (a word count) get separate panels, each
+    with its own axis: on one axis the counts would flatten every score to nothing."""
     comparisons = list(comparisons)
     if not comparisons:
         return _skip(name, "no comparisons to draw")
     metrics = {c.metric for c in comparisons}
+    in_unit = [all(abs(v) <= 1 for v in (c.diff, c.ci_low, c.ci_high) if np.isfinite(v)) for c in comparisons]
+    groups = [g for g in ([c for c, u in zip(comparisons, in_unit) if u],
+                          [c for c, u in zip(comparisons, in_unit) if not u]) if g]
     # Arm labels of several factors are long: wrapped at their commas, they leave the bars room.
-    labels = [textwrap.fill(f"{c.a} − {c.b}".replace(",", ", "), 50)
-              + ("" if len(metrics) == 1 else f" ({c.metric})") for c in comparisons]
-    lines = max(label.count("\n") + 1 for label in labels)
+    label = lambda c: (textwrap.fill(f"{c.a} − {c.b}".replace(",", ", "), 50)  # noqa: E731
+                       + ("" if len(metrics) == 1 else f" ({c.metric})"))
+    lines = max(label(c).count("\n") + 1 for c in comparisons)
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(5.5 if lines == 1 else 7.5, (0.3 + 0.15 * lines) * len(comparisons) + 1.2)
-        ax = axes[0, 0]
-        y = np.arange(len(comparisons))[::-1]
-        diffs = np.array([c.diff for c in comparisons])
-        err = np.vstack([diffs - [c.ci_low for c in comparisons], [c.ci_high for c in comparisons] - diffs])
-        ax.barh(y, diffs, color=[VERDICT_COLOURS.get(c.verdict, "0.5") for c in comparisons], alpha=0.85, height=0.6)
-        ax.errorbar(diffs, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
-        ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(y, labels, fontsize=8 if lines == 1 else 6.5)
-        unit = next(iter(metrics)) if len(metrics) == 1 else "metric"
-        ax.set_xlabel(f"Δ {unit} (A − B, 95% CI)")
+        fig, axes = _figure(5.5 if lines == 1 else 7.5, (0.3 + 0.15 * lines) * len(comparisons) + 1.2 * len(groups),
+                            nrows=len(groups), gridspec_kw={"height_ratios": [len(g) + 1 for g in groups]})
+        for ax, group in zip(axes[:, 0], groups):
+            y = np.arange(len(group))[::-1]
+            diffs = np.array([c.diff for c in group])
+            err = np.vstack([diffs - [c.ci_low for c in group], [c.ci_high for c in group] - diffs])
+            ax.barh(y, diffs, color=[VERDICT_COLOURS.get(c.verdict, "0.5") for c in group], alpha=0.85, height=0.6)
+            ax.errorbar(diffs, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+            ax.axvline(0, color="black", linewidth=0.8)
+            ax.set_yticks(y, [label(c) for c in group], fontsize=8 if lines == 1 else 6.5)
+            shown = {c.metric for c in group}
+            unit = next(iter(shown)) if len(shown) == 1 else "metric"
+            ax.set_xlabel(f"Δ {unit} (A − B, 95% CI)")
         # Over the figure, not the axes: long arm labels leave the axes narrow, and its title would be cut.
         fig.suptitle(textwrap.fill(title, 70), fontsize=STYLE["axes.titlesize"])
         handles = [matplotlib.patches.Patch(color=col, label=v) for v, col in VERDICT_COLOURS.items()
                    if any(c.verdict == v for c in comparisons)]
-        ax.legend(handles=handles, frameon=False, loc="best")
+        axes[0, 0].legend(handles=handles, frameon=False, loc="best")
     return _save(fig, out_dir, name, f"{title}: bars are Δ = A − B, whiskers the 95% CI; colour is the verdict "
-                                     "after Holm adjustment.")
+                                     "after Holm adjustment" + ("; scores in [0, 1] and other scales in separate "
+                                                                "panels." if len(groups) > 1 else "."))
 
 
 def factor_levels(means: Sequence[LevelMean], factor: Factor, metric: str, out_dir: Path, *,

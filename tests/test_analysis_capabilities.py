@@ -293,3 +293,19 @@ def test_the_report_shows_each_arms_score_per_answer_field(study_dir):
     base = next(line for line in lines if line.startswith("| base |"))
     want = study.rows("base")[f"score.field.{fields[0]}"].mean()
     assert base.split(" | ")[1] == f"{want:.3f}"
+
+
+def test_delta_bars_put_a_count_metric_on_its_own_axis(tmp_path):
+    """A word-count Δ of −9 [−25, +9] beside score Δs in [0, 1] would flatten them: separate panels."""
+    from types import SimpleNamespace
+
+    from analysis.figures import delta_bars
+
+    def c(metric, diff, lo, hi):
+        return SimpleNamespace(a="tuned", b="base", metric=metric, diff=diff, ci_low=lo, ci_high=hi, verdict="better")
+
+    scores = [c("rouge_l", 0.82, 0.80, 0.85), c("format_ok", 1.0, 1.0, 1.0)]
+    mixed = delta_bars([*scores, c("words", -9.1, -25.2, 8.6)], tmp_path, name="mixed")
+    alone = delta_bars(scores, tmp_path, name="alone")
+    assert mixed.caption.endswith("separate panels.") and not alone.caption.endswith("separate panels.")
+    assert all(p.exists() for p in (*mixed.paths, *alone.paths))
