@@ -145,12 +145,12 @@ def _trials_section(study: Study) -> list[str]:
                         if row.status == "incomplete" else row.status.replace("_", " "))
                      + (f" — {row.reason}" if isinstance(row.reason, str) else "")
                      + (f"; the grid point was run again as trial {int(again.iloc[0]):04d}" if len(again) else ""))
-    lines.extend(_continued_training(complete))
+    lines.extend(_stage_summaries(complete))
     lines.extend(f"- note: {n}" for n in study.notes)
     return lines
 
 
-def _continued_training(complete: pd.DataFrame) -> list[str]:
+def _stage_summaries(complete: pd.DataFrame) -> list[str]:
     """What each continuing stage (DPO, GRPO) did in each complete trial (pairs, steps, final loss, time), and
     what the distillation teacher was asked (calls, cached calls, tokens, cost, latency)."""
     blocks: dict[str, list[str]] = {}
@@ -170,8 +170,8 @@ def _continued_training(complete: pd.DataFrame) -> list[str]:
     for block, keys in blocks.items():
         rows = complete[complete[[f"{block}.{k}" for k in keys]].notna().any(axis=1)]
         values = "; ".join(f"{k} " + ", ".join(fmt(v) for v in rows[f"{block}.{k}"]) for k in keys)
-        lines.append(f"- {block.rsplit('.', 1)[-1]}, per trial (trials {', '.join(f'{n:04d}' for n in rows['number'])}): "
-                     f"{values}")
+        numbers = ", ".join(f"{n:04d}" for n in rows["number"])
+        lines.append(f"- {block.rsplit('.', 1)[-1]}, per trial (trials {numbers}): {values}")
     return lines
 
 

@@ -22,7 +22,8 @@ from harness.results import write_atomic
 
 ARM_COLUMNS = ["arm", "n_items", "n_seeds", "quality", "quality_ci_low", "quality_ci_high", "baseline", "delta",
                "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "cost_per_1k_calls", "items_per_call",
-               "latency_p50_s", "latency_p95_s", "device_s_per_item", "tokens_per_s", "failed_calls", "train_device_s", "tokens_trained", "peak_mem_gb"]
+               "latency_p50_s", "latency_p95_s", "device_s_per_item", "tokens_per_s", "failed_calls", "train_device_s",
+               "tokens_trained", "peak_mem_gb"]
 
 
 @dataclass(frozen=True)
