@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from harness.errors import HarnessError
+from harness.grid.outcome import EXIT_STATUS
 from harness.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -88,7 +89,7 @@ def check(name: str, preset: Optional[str] = PRESET, set_: Optional[list[str]] =
         console.print(f"  {p.index}: {p.params}")
 
 
-@app.command()
+@app.command(epilog=EXIT_STATUS)
 def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE,
         results: Optional[Path] = RESULTS, set_: Optional[list[str]] = SET,
         max_trials: Optional[int] = typer.Option(None, help="stop after this many trials (the rest stay queued)"),
@@ -113,9 +114,11 @@ def run(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STOR
     study_dir, url = _storage(spec, storage, results)
     study = open_study(spec, url, create=True)
     _preflight(spec, study)
-    done = run_worker(spec, study, study_dir, max_trials=max_trials)
-    _print_verdict(study_dir, spec.eval.metric)
-    _exit_if_failed(done)
+    try:
+        run_worker(spec, study, study_dir, max_trials=max_trials)
+    except KeyboardInterrupt:
+        _finish(study, study_dir, spec.eval.metric, interrupted="SIGINT")
+    _finish(study, study_dir, spec.eval.metric)
 
 
 def _launch(name, preset, storage, results, sets, gpus, per_gpu, workers) -> None:
@@ -131,16 +134,10 @@ def _launch(name, preset, storage, results, sets, gpus, per_gpu, workers) -> Non
     _preflight(spec, study)
     outcome = launch(study, slots, worker_command(name, url, _results_root(results), preset, sets),
                      study_dir / "logs", out=lambda m: console.print(m, highlight=False, soft_wrap=True))
-    _print_verdict(study_dir, spec.eval.metric)
-    if outcome.interrupted:
-        raise typer.Exit(130)
-    if outcome.counts["failed"]:
-        console.print(f"[red]{outcome.counts['failed']} trial(s) failed[/red]; the others are recorded. "
-                      "`harness status` shows why.")
-        raise typer.Exit(1)
+    _finish(study, study_dir, spec.eval.metric, interrupted=outcome.interrupted)
 
 
-@app.command()
+@app.command(epilog=EXIT_STATUS)
 def worker(name: str, storage: str = typer.Option(..., "--storage", help="the study's storage URL"),
            preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
            set_: Optional[list[str]] = SET,
@@ -155,7 +152,11 @@ def worker(name: str, storage: str = typer.Option(..., "--storage", help="the st
     study_dir, url = _storage(spec, storage, results)
     study = open_study(spec, url, create=create)
     _preflight(spec, study)
-    _exit_if_failed(run_worker(spec, study, study_dir))
+    try:
+        run_worker(spec, study, study_dir)
+    except KeyboardInterrupt:
+        _finish(study, study_dir, spec.eval.metric, interrupted="SIGINT", table=False)
+    _finish(study, study_dir, spec.eval.metric, table=False)
 
 
 @app.command()
@@ -231,10 +232,12 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
     except KeyError:
         raise HarnessError(f"no study '{spec.name}' yet in {url}: start it with `harness run {name}`")
     from harness.grid.labels import labeller
+    from harness.grid.outcome import requeued_numbers, trial_outcome
     from harness.results import final_arm, read_json, trial_dir_name
 
     study_dir = _results_root(results) / spec.name
     trials = study.get_trials(deepcopy=False)
+    requeued = requeued_numbers(trials)
     label = labeller(study.user_attrs.get("points") or [t.user_attrs.get("params", {}) for t in trials])
     table = Table(title=f"study {spec.name}: {spec.eval.metric} on the held-out split", box=None)
     for col in ("#", "state", "params", "where", "base", "final", "time", "reason"):
@@ -245,7 +248,7 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
         manifest_path = study_dir / trial_dir_name(t.number) / "manifest.json"
         final = final_arm(read_json(manifest_path) if manifest_path.exists() else {}, m)
         dur = t.user_attrs.get("duration_s")
-        table.add_row(str(t.number), t.state.name.lower(), label(t.user_attrs.get("params", {})), _where(t),
+        table.add_row(str(t.number), trial_outcome(t, requeued).words, label(t.user_attrs.get("params", {})), _where(t),
                       _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} ({final})",
                       f"{dur:.0f}s" if dur else "–", _first_line(t.user_attrs["reason"], 40) if t.user_attrs.get("reason") else "")
     console.print(table)
@@ -462,12 +465,23 @@ def _preflight(spec, study) -> None:
     preflight([trial_spec(spec, params) for params in study.user_attrs["points"]])
 
 
-def _exit_if_failed(results) -> None:
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        console.print(f"[red]{len(failed)} trial(s) failed[/red]; the others are recorded. "
-                      "`harness status` shows why.")
-        raise typer.Exit(1)
+def _finish(study, study_dir: Path, headline: str, *, interrupted: str | None = None, table: bool = True) -> None:
+    """The end of every run (single, worker, launch): the table, what each grid point came to, the exit
+    status (`harness.grid.outcome`)."""
+    from harness.grid.outcome import exit_status, tally
+    from harness.results import Outcome
+
+    if table:
+        _print_verdict(study_dir, headline)
+    counts = tally(study)
+    console.print(counts.summary(), highlight=False)
+    if interrupted:
+        console.print(f"[yellow]stopped by {interrupted}[/yellow]: its running trials are re-queued; "
+                      "the same command resumes the study.", highlight=False)
+    elif counts[Outcome.FAILED]:
+        console.print(f"[red]{counts[Outcome.FAILED]} trial(s) failed[/red]; the others are recorded. "
+                      "`harness status` shows why.", highlight=False)
+    raise typer.Exit(exit_status(counts, interrupted is not None))
 
 
 _NOT_SCORES = {"n", "busy_s", "latency_p50_s", "latency_p95_s", "tokens_per_s"}
@@ -484,24 +498,31 @@ def _score_columns(arm_metrics: list[dict], headline: str, most: int = 4) -> lis
 
 def _print_verdict(study_dir: Path, headline: str) -> None:
     from harness.grid.labels import labeller
-    from harness.results import RESULT_FILE, TrialResult, trial_dir_name
+    from harness.results import RESULT_FILE, Outcome, TrialResult, trial_dir_name
 
     failures: list[str] = []
     results = [r for r in (TrialResult.read(d) for d in sorted(study_dir.glob("trial-*"))) if r is not None]
     arms = {r.number: {arm: m for arm, m in r.metrics.items() if isinstance(m, dict) and "n" in m}
-            for r in results if r.status == "complete"}  # cost, teacher and dpo blocks are not arms
+            for r in results if r.status == Outcome.COMPLETE}  # cost, teacher and dpo blocks are not arms
     every = [m for by_arm in arms.values() for m in by_arm.values()]
     columns = _score_columns(every, headline)
     fractions = {c for c in columns if all(0 <= m.get(c, 0) <= 1 for m in every)}
     table = Table(title="every arm on the frozen held-out split")
-    for col in ("trial", "params", "arm", *columns, "tok/s"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=28 if col == "params" else None)
+    # 80 columns (a Slurm log): a metric's name over two lines (`field` / `accuracy`), never cut to `fi…`;
+    # the params label wraps rather than losing the value that tells two rows apart.
+    table.add_column("#", no_wrap=True, justify="right")
+    table.add_column("params", overflow="fold", max_width=28)
+    table.add_column("arm", no_wrap=True)
+    for col in (*columns, "tok/s"):
+        table.add_column(col.replace("_", "\n"), no_wrap=True, justify="right")
     label = labeller([r.params for r in results])
     for result in results:
-        if result.status != "complete":  # the reason gets one line under the table, not the metric columns
-            table.add_row(str(result.number), label(result.params), f"[red]{result.status}[/red]",
+        if result.status != Outcome.COMPLETE:  # the reason gets one line under the table, not the metric columns
+            outcome = Outcome(result.status)
+            colour = "red" if outcome == Outcome.FAILED else "yellow"
+            table.add_row(str(result.number), label(result.params), f"[{colour}]{outcome.words}[/{colour}]",
                           *["–"] * (len(columns) + 1))
-            failures.append(f"trial {result.number} {result.status}: {_first_line(result.reason)} "
+            failures.append(f"trial {result.number} {outcome.words}: {_first_line(result.reason)} "
                             f"(why in full: {study_dir / trial_dir_name(result.number) / RESULT_FILE})")
             continue
         for arm, m in arms[result.number].items():

@@ -14,8 +14,8 @@ Layout of one trial, `results/<experiment>/trial-<NNNN>/`:
                        "tokens_per_s"}, "cost": {wall_s, cpu_s, device_s, tokens_trained, peak_mem_gb},
                        blocks of stages ("teacher", "forgetting"), and "training": {stage: summary}
                        for continuing stages (DPO pairs, steps, loss). Arms and blocks never share a name.
-    result.json        written last: status ("complete" | "failed"), reason, number, params,
-                       objective. A trial directory without it never finished.
+    result.json        written last: status (an `Outcome`: "complete" | "failed" | "not_run"), reason,
+                       number, params, objective. A trial directory without it never finished.
 
 Every file is written to a temporary name and renamed into place, so a killed run never leaves a
 half-written file that looks complete.
@@ -30,10 +30,28 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
 RESULT_FILE = "result.json"
+
+
+class Outcome(str, Enum):
+    """How a trial ended (or where it stands): the one vocabulary of result.json, the progress lines,
+    the end-of-run summary, `harness status` and the exit status (`harness.grid.outcome`)."""
+
+    COMPLETE = "complete"  # trained and evaluated
+    FAILED = "failed"  # raised: a defect or bad input to look at
+    NOT_RUN = "not_run"  # this machine cannot run it (e.g. 4-bit QLoRA without CUDA): expected, said why
+    PRUNED = "pruned"  # stopped early by the study's pruner
+    INTERRUPTED = "interrupted"  # stopped by a signal or a dead worker; a re-queued copy runs the point
+    RUNNING = "running"
+    WAITING = "waiting"
+
+    @property
+    def words(self) -> str:
+        return self.value.replace("_", " ")
 
 
 def _default(o: Any) -> Any:
@@ -105,7 +123,7 @@ class TrialResult:
     """The outcome of one trial, as recorded in result.json."""
 
     number: int
-    status: str  # "complete" | "failed"
+    status: str  # an Outcome's value: complete, failed or not_run
     params: dict[str, Any] = field(default_factory=dict)
     objective: float | None = None
     reason: str | None = None

@@ -27,7 +27,9 @@ from optuna.trial import TrialState
 
 from harness.grid.gpus import Slot
 from harness.grid.labels import labeller
+from harness.grid.outcome import Tally, tally
 from harness.grid.study import reap_dead_trials
+from harness.results import Outcome
 
 STOP_GRACE_S = float(os.environ.get("HARNESS_STOP_GRACE_S", "10"))
 
@@ -54,7 +56,7 @@ class _Worker:
 class LaunchOutcome:
     interrupted: str | None  # the signal's name when stopped by one
     exit_codes: dict[int, list[int]]  # slot -> every exit code of its processes
-    counts: dict[str, int]
+    tally: Tally
 
 
 def worker_command(experiment: str, storage: str, results: Path, preset: str | None, sets: list[str]) -> list[str]:
@@ -64,16 +66,6 @@ def worker_command(experiment: str, storage: str, results: Path, preset: str | N
     for item in sets:
         cmd += ["--set", item]
     return cmd
-
-
-def counts(study: optuna.Study) -> dict[str, int]:
-    """done / running / failed / waiting; a failed trial that was re-queued counts once, as waiting."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials}
-    state = lambda *s: [t for t in trials if t.state in s]  # noqa: E731
-    return {"done": len(state(TrialState.COMPLETE, TrialState.PRUNED)), "running": len(state(TrialState.RUNNING)),
-            "failed": len([t for t in state(TrialState.FAIL) if t.number not in retried]),
-            "waiting": len(state(TrialState.WAITING))}
 
 
 def _clock(seconds: float) -> str:
@@ -91,20 +83,20 @@ class Display:
         self._last = ("", 0.0)
         self._running: dict[int, str] = {}
 
-    def eta(self, c: dict[str, int]) -> str:
+    def eta(self, c: Tally) -> str:
+        left = c[Outcome.WAITING] + c[Outcome.RUNNING]
+        if not left:
+            return "none left"
         durations = [(t.datetime_complete - t.datetime_start).total_seconds()
                      for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                      if t.datetime_start and t.datetime_complete]
         if not durations:
             return "ETA: after a trial"
-        left = c["waiting"] + c["running"]
-        return f"ETA {_clock(sum(durations) / len(durations) * left / max(1, min(self.slots, left or 1)))}"
+        return f"ETA {_clock(sum(durations) / len(durations) * left / max(1, min(self.slots, left)))}"
 
     def update(self, force: bool = False) -> None:
-        c = counts(self.study)
-        total = c["done"] + c["running"] + c["failed"] + c["waiting"]
-        line = (f"{c['done']}/{total} done · {c['running']} running · {c['failed']} failed · "
-                f"{c['waiting']} waiting · {self.eta(c)}")
+        c = tally(self.study)
+        line = f"{c.ended}/{c.total} ended: {c.words()} · {self.eta(c)}"
         now = time.monotonic()
         if force or line != self._last[0] or now - self._last[1] > 60:
             self.out(f"[{_clock(now - self.started)}] {line}")
@@ -142,7 +134,7 @@ def launch(study: optuna.Study, slots: list[Slot], command: list[str], log_dir: 
             for w in workers:
                 if w.ended():
                     _ended(study, w, out)
-                    if w.proc.returncode not in (0, 1) and w.restarts < max_restarts and counts(study)["waiting"]:
+                    if w.proc.returncode not in (0, 1) and w.restarts < max_restarts and tally(study)[Outcome.WAITING]:
                         w.restarts += 1
                         out(f"restarting the worker on {w.slot.label}")
                         w.proc, w.handled = _spawn(w.slot, command, log_dir).proc, False
@@ -160,7 +152,7 @@ def launch(study: optuna.Study, slots: list[Slot], command: list[str], log_dir: 
             signal.signal(s, handler)
     reap_dead_trials(study)  # a worker that died last leaves its trial for the next launch
     display.update(force=True)
-    return LaunchOutcome(stop[0] if stop else None, {w.slot.index: w.exit_codes for w in workers}, counts(study))
+    return LaunchOutcome(stop[0] if stop else None, {w.slot.index: w.exit_codes for w in workers}, tally(study))
 
 
 def _spawn(slot: Slot, command: list[str], log_dir: Path) -> _Worker:

@@ -28,8 +28,9 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from harness.errors import HarnessError, SpecError, Unavailable
+from harness.grid.outcome import NOT_RUN_PREFIX
 from harness.grid.storage import HEARTBEAT_S, open_storage, sqlite_url
-from harness.results import TrialResult, trial_dir_name
+from harness.results import Outcome, TrialResult, trial_dir_name
 from harness.spec import ExperimentSpec, set_dotted, spec_dump, validate_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -226,12 +227,19 @@ def reap_dead_trials(study: optuna.Study, reason: str = "worker process died") -
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = frozen.user_attrs.get("worker", {})
         if owner.get("host") == host and not _pid_alive(owner.get("pid", -1)):
-            storage.set_trial_user_attr(frozen._trial_id, "reason", reason)  # before it finishes
-            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
-                RetryHeartbeatStaleTrialCallback(max_retry=3)(study, storage.get_trial(frozen._trial_id))
-                reaped += 1
+            reaped += _fail_and_requeue(study, frozen._trial_id, reason)
     optuna.storages.fail_stale_trials(study)  # other hosts' workers: a heartbeat older than the grace period
     return reaped
+
+
+def _fail_and_requeue(study: optuna.Study, trial_id: int, reason: str) -> bool:
+    """End a trial that stopped without a verdict of its own (`reason`), and queue a copy of its point."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial_id, "reason", reason)  # before it finishes
+    if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+        return False
+    RetryHeartbeatStaleTrialCallback(max_retry=3)(study, storage.get_trial(trial_id))
+    return True
 
 
 def _pid_alive(pid: int) -> bool:
@@ -298,8 +306,12 @@ def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worke
             trial.set_user_attr("reason", "")
         console.rule(f"[bold]{spec.name} · {trial_dir_name(trial.number)} · {params}")
         study_dir.mkdir(parents=True, exist_ok=True)
-        with _Heartbeat(study, trial._trial_id):
-            result = _run_one(spec, study, trial, params, study_dir, worker, run_trial)
+        try:
+            with _Heartbeat(study, trial._trial_id):
+                result = _run_one(spec, study, trial, params, study_dir, worker, run_trial)
+        except KeyboardInterrupt:  # Ctrl-C: the point runs again on the next run, like a dead worker's
+            _fail_and_requeue(study, trial._trial_id, "interrupted: the run was stopped by SIGINT")
+            raise
         results.append(result)
     return results
 
@@ -349,17 +361,18 @@ def _run_one(spec, study, trial, params, study_dir, worker, run_trial) -> TrialR
     try:
         result = run_trial(trial_spec(spec, params), study_dir, trial.number, params, worker, on_dev_metric=report)
     except Unavailable as e:  # e.g. a QLoRA arm without CUDA: reported as not run, never silently dropped
-        result = TrialResult(trial.number, "not_run", params, reason=str(e))
+        result = TrialResult(trial.number, Outcome.NOT_RUN.value, params, reason=str(e))
         result.write(study_dir / trial_dir_name(trial.number))
-        trial.set_user_attr("reason", f"not run: {e}")
+        trial.set_user_attr("outcome", Outcome.NOT_RUN.value)
+        trial.set_user_attr("reason", f"{NOT_RUN_PREFIX}{e}")
         _tell(study, trial, state=TrialState.FAIL)
         return result
     except optuna.TrialPruned as e:
-        result = TrialResult(trial.number, "pruned", params, reason=str(e))
+        result = TrialResult(trial.number, Outcome.PRUNED.value, params, reason=str(e))
         _tell(study, trial, state=TrialState.PRUNED)
     except Exception as e:  # the grid goes on; the reason is kept with the trial
         reason = f"{type(e).__name__}: {e}"
-        result = TrialResult(trial.number, "failed", params, reason=reason)
+        result = TrialResult(trial.number, Outcome.FAILED.value, params, reason=reason)
         result.write(study_dir / trial_dir_name(trial.number))
         trial.set_user_attr("reason", reason)
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])

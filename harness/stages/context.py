@@ -14,7 +14,7 @@ from harness.errors import HarnessError, SpecError
 from harness.evaluation.evaluate import aggregate, generate, local_cost_per_1k_calls, score_items
 from harness.grid.manifest import build_manifest
 from harness.progress import item_progress
-from harness.results import TrialResult, trial_dir_name, write_json, write_jsonl
+from harness.results import Outcome, TrialResult, trial_dir_name, write_json, write_jsonl
 from harness.stages import CORE_BLOCKS, ArmRole, final_arm, planned_arms, stage_pairs
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def record_trial(ctx: TrialContext) -> TrialResult:
     tracker.finish()
 
     # The objective comes from the dev split only: the held-out split never drives selection.
-    result = TrialResult(number=ctx.number, status="complete", params=ctx.params, metrics=metrics,
+    result = TrialResult(number=ctx.number, status=Outcome.COMPLETE.value, params=ctx.params, metrics=metrics,
                          objective=ctx.objective)
     result.write(trial_dir)
     return result
