@@ -232,7 +232,7 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
     except KeyError:
         raise HarnessError(f"no study '{spec.name}' yet in {url}: start it with `harness run {name}`")
     from harness.grid.labels import labeller
-    from harness.grid.outcome import requeued_numbers, trial_outcome
+    from harness.grid.outcome import NOT_RUN_PREFIX, requeued_numbers, trial_outcome
     from harness.results import final_arm, read_json, trial_dir_name
 
     study_dir = _results_root(results) / spec.name
@@ -240,18 +240,27 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
     requeued = requeued_numbers(trials)
     label = labeller(study.user_attrs.get("points") or [t.user_attrs.get("params", {}) for t in trials])
     table = Table(title=f"study {spec.name}: {spec.eval.metric} on the held-out split", box=None)
-    for col in ("#", "state", "params", "where", "base", "final", "time", "reason"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width={"params": 10}.get(col),
-                         max_width={"params": 36, "where": 14, "reason": 40}.get(col))
+    # 80 columns (a Slurm log): fixed columns never cut; params and the reason wrap instead of losing words.
+    for col in ("#", "outcome", "params", "where", "base", "final", "arm", "time"):
+        table.add_column(col, no_wrap=col not in ("params", "where"), overflow="fold",
+                         justify="right" if col in ("#", "base", "final", "time") else "left",
+                         max_width={"params": 24, "where": 16}.get(col))
+    reasons: list[str] = []
     for t in trials:
         m = t.user_attrs.get("metrics", {})
         manifest_path = study_dir / trial_dir_name(t.number) / "manifest.json"
         final = final_arm(read_json(manifest_path) if manifest_path.exists() else {}, m)
         dur = t.user_attrs.get("duration_s")
-        table.add_row(str(t.number), trial_outcome(t, requeued).words, label(t.user_attrs.get("params", {})), _where(t),
-                      _metric(m, "base", spec.eval.metric), f"{_metric(m, final, spec.eval.metric)} ({final})",
-                      f"{dur:.0f}s" if dur else "–", _first_line(t.user_attrs["reason"], 40) if t.user_attrs.get("reason") else "")
+        outcome = trial_outcome(t, requeued)
+        table.add_row(str(t.number), outcome.words, label(t.user_attrs.get("params", {})), _where(t),
+                      _metric(m, "base", spec.eval.metric), _metric(m, final, spec.eval.metric),
+                      final if m else "–", f"{dur:.0f}s" if dur else "–")
+        if t.user_attrs.get("reason"):
+            reason = str(t.user_attrs["reason"]).removeprefix(NOT_RUN_PREFIX)
+            reasons.append(f"trial {t.number} {outcome.words}: {_first_line(reason)}")
     console.print(table)
+    for line in reasons:  # one line each under the table, as at the end of a run
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _where(trial) -> str:

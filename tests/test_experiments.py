@@ -109,7 +109,8 @@ def test_sft_vs_dpo_smoke_mines_dev_failures_and_compares_three_arms(tmp_path, h
                      env={"HARNESS_HOME": str(harness_home)})
     assert status.returncode == 0, status.stderr[-2000:]
     out = status.stdout + status.stderr
-    assert out.count("(dpo)") == 2, out  # the final arm's score, not a dash
+    rows = [line.split() for line in out.splitlines() if " complete " in line]
+    assert len(rows) == 2 and all(row[-2] == "dpo" and row[-3] != "–" for row in rows), out  # the final arm's score
     assert "dpo_vs_sft" in json.dumps(read_json(study / "report.json"))
 
 

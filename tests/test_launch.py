@@ -146,7 +146,7 @@ def test_two_workers_share_one_grid_each_point_once_then_the_study_migrates(tmp_
     proc = harness("run", str(spec_path), "--workers", "2", "--results", str(results), env=_env(harness_home))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    assert "4/4 done · 0 running · 0 failed · 0 waiting" in out
+    assert "4/4 ended: 4 complete · none left" in out and "4 trials: 4 complete" in out
     # readable in a Slurm log and an 80-column terminal (a path is as long as it is)
     assert max(len(line) for line in out.splitlines() if str(tmp_path) not in line) <= 80
     assert "r=2 seed=0" in out and "lora.r" not in out  # compact labels, in the progress and the end table

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -123,8 +125,11 @@ def test_a_two_worker_smoke_grid_with_not_run_points_exits_0_and_says_not_run(tm
     assert "failed" not in out.lower(), out[-3000:]
     status = harness("status", "rank_ablation", "--preset", "smoke", "--results", str(results), env=env)
     assert status.returncode == 0, status.stderr
-    rows = status.stdout.splitlines()
-    assert sum("not run" in row for row in rows) == 4 and sum("complete" in row for row in rows) == 4
+    rows = (status.stdout + status.stderr).splitlines()
+    assert max(len(row) for row in rows if "│" in row or "  " in row[:4]) <= 80
+    assert sum(" not run " in row and "seed=" in row for row in rows) == 4
+    assert sum(" complete " in row and "tuned" in row for row in rows) == 4
+    assert sum(row.startswith("trial ") and "not run: 4-bit QLoRA" in row for row in rows) == 4
     # The same grid's single-process run (resuming the finished study) says the same and exits the same.
     again = harness("run", "rank_ablation", "--preset", "smoke", "--results", str(results), env=env)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -142,6 +147,7 @@ def test_a_failed_trial_gives_exit_1_and_the_same_words_in_a_single_run_and_a_la
     """A grid point PEFT rejects at training time (a target module the model lacks) fails; the others go on."""
     env = {"HARNESS_HOME": str(harness_home), "WANDB_MODE": "disabled", "COLUMNS": "80"}
     for extra, name in (([], "single"), (["--workers", "2"], "launch")):
+        (tmp_path / name).mkdir()
         spec = tiny_spec(tmp_path / name, seeds="[0]",
                          grid="{lora.target_modules: [all-linear, [no_such_proj]], model.load_in_4bit: [false, true]}")
         proc = harness("run", str(spec), "--results", str(tmp_path / name / "r"), *extra, env=env)
@@ -149,3 +155,38 @@ def test_a_failed_trial_gives_exit_1_and_the_same_words_in_a_single_run_and_a_la
         assert proc.returncode == 1, (name, out[-3000:])
         assert "4 trials: 1 complete, 2 not run, 1 failed" in out, (name, out[-3000:])
         assert "1 trial(s) failed" in out and "no_such_proj" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_single_run_requeues_its_trial_exits_130_and_the_same_command_finishes(tmp_path, harness_home):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from harness.grid.storage import local_storage, open_storage
+
+    spec, results = tiny_spec(tmp_path, grid="{lora.r: [2], train.max_steps: [60]}", seeds="[0]"), tmp_path / "r"
+    env = {**os.environ, "HARNESS_HOME": str(harness_home), "WANDB_MODE": "disabled", "COLUMNS": "80"}
+    cmd = [sys.executable, "-m", "harness", "run", str(spec), "--results", str(results)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        if (results / "tiny" / "study.db").exists():
+            study = optuna.load_study(study_name="tiny", storage=open_storage(local_storage(results / "tiny")))
+            if study.get_trials(states=(TrialState.RUNNING,)):
+                break
+    time.sleep(3)  # inside the trial, not between claims
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "stopped by SIGINT" in out and "1 trial: 1 waiting" in out
+    study = optuna.load_study(study_name="tiny", storage=open_storage(local_storage(results / "tiny")))
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["reason"]
+    assert trial_outcome(first, requeued_numbers(study.trials)) == Outcome.INTERRUPTED
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "1 trial: 1 complete" in again.stdout + again.stderr
