@@ -411,89 +411,112 @@ def study_contrasts(study: Study, metric: str, *, reference: Mapping[str, Any] |
     if not factors:
         return out
     b = _Builder(study, metric, level=level, alpha=alpha, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    arms = list(dict.fromkeys(study.rows(label)["arm"].iloc[0] for label in study.arm_labels))
     designs = []
-    for arm in arms:
+    for arm in dict.fromkeys(study.rows(label)["arm"].iloc[0] for label in study.arm_labels):
         if arm in study.untuned_arms:
             continue
         try:
             designs.append(_design(study, arm, factors))
         except AnalysisError as e:
             out.notes.append(f"no contrasts for '{arm}': {e}")
-    pos = {f.name: i for i, f in enumerate(factors)}
-
+    ctx = _Effects(b, designs, factors, metric, alpha, out.level_means)
     for f in factors:
-        i, ref = pos[f.name], f.reference_index
-        others = [g for g in factors if g is not f]
-        results = []
-        for d in designs:
-            for lv in range(len(f.levels)):
-                if lv == ref:
-                    continue
-                results.append(b.contrast(
-                    d, [("a", 1.0, {i: lv}), ("b", 1.0, {i: ref})], {},
-                    a_label=_label(d.arm, f.tag(f.levels[lv])), b_label=_label(d.arm, f.tag(f.reference)),
-                    kind=MAIN, factor=f.name, level=f.levels[lv], reference=f.reference))
-            for lv in range(len(f.levels)):
-                mean = b.level_mean(d, {i: lv}, factor=f.name, level=f.levels[lv])
-                if mean is not None:
-                    out.level_means.append(mean)
-        out.families.append(_family(f"contrasts_{slug(f.name)}", f"{f.name}: each level vs {f.tag(f.reference)}",
-                                    MAIN, f.name, None, results, alpha=alpha, note=_averaging_note(f, others)))
-
+        out.families.append(ctx.main(f))
         if f.numeric and len(f.levels) >= 3:
-            scale = "log2" if f.log_scale else "linear"
-            per = "per doubling of " + f.name if f.log_scale else "per unit of " + f.name
-            results = []
-            for d in designs:
-                # Levels without any complete cell drop out of the slope; it needs three that remain.
-                present = [lv for lv in range(len(f.levels)) if any(k[i] == lv for k in d.cells)]
-                if len(present) < 3:
-                    results.append((_label(d.arm, f"{f.name} trend"), "0",
-                                    f"{len(present)} of {len(f.levels)} levels have a complete trial; a trend "
-                                    "needs three"))
-                    continue
-                w = trend_weights([f.levels[lv] for lv in present], f.log_scale)
-                results.append(b.contrast(
-                    d, [("a", float(wj), {i: lv}) for wj, lv in zip(w, present)], {},
-                    a_label=_label(d.arm, f"slope {per}"), b_label="0", kind=TREND, factor=f.name,
-                    level=tuple(f.levels[lv] for lv in present), reference=None, scale=scale))
-            out.families.append(_family(
-                f"trend_{slug(f.name)}", f"{f.name}: trend of {metric} {per} (least-squares slope over the levels)",
-                TREND, f.name, None, results, alpha=alpha, note=_averaging_note(f, others)))
-
+            out.families.append(ctx.trend(f))
     for f, g in itertools.permutations(factors, 2):
-        i, j = pos[f.name], pos[g.name]
-        rest = [h for h in factors if h is not f and h is not g]
-        results = []
-        for d in designs:
-            for m in range(len(g.levels)):
-                for lv in range(len(f.levels)):
-                    if lv == f.reference_index:
-                        continue
-                    at_tag = g.tag(g.levels[m])
-                    results.append(b.contrast(
-                        d, [("a", 1.0, {i: lv}), ("b", 1.0, {i: f.reference_index})], {j: m},
-                        a_label=_label(d.arm, f.tag(f.levels[lv]), at_tag),
-                        b_label=_label(d.arm, f.tag(f.reference), at_tag),
-                        kind=SIMPLE, factor=f.name, level=f.levels[lv], reference=f.reference, by=g.name,
-                        by_level=g.levels[m]))
-                for lv in range(len(f.levels)):
-                    mean = b.level_mean(d, {i: lv, j: m}, factor=f.name, level=f.levels[lv], by=g.name,
-                                        by_level=g.levels[m])
-                    if mean is not None:
-                        out.level_means.append(mean)
-        out.families.append(_family(
-            f"simple_{slug(f.name)}_by_{slug(g.name)}", f"{f.name} at each level of {g.name}", SIMPLE, f.name,
-            g.name, results, alpha=alpha,
-            note=f"Averaged over {' × '.join(h.name for h in rest)}." if rest else ""))
-
+        out.families.append(ctx.simple(f, g))
     for f, g in itertools.combinations(factors, 2):
-        i, j = pos[f.name], pos[g.name]
-        rest = [h for h in factors if h is not f and h is not g]
+        out.families.append(ctx.interaction(f, g))
+    return out
+
+
+@dataclass
+class _Effects:
+    """The four kinds of contrast family over the same designs: main effects, trends, simple effects and
+    interactions (level means are collected into `level_means` on the way)."""
+
+    b: "_Builder"
+    designs: list
+    factors: list
+    metric: str
+    alpha: float
+    level_means: list
+
+    def _pos(self, f) -> int:
+        return next(i for i, g in enumerate(self.factors) if g is f)
+
+    def _rest(self, *exclude) -> list:
+        return [h for h in self.factors if all(h is not e for e in exclude)]
+
+    def _mean(self, d, where: dict, **labels) -> None:
+        mean = self.b.level_mean(d, where, **labels)
+        if mean is not None:
+            self.level_means.append(mean)
+
+    def main(self, f):
+        i, ref = self._pos(f), f.reference_index
+        results = []
+        for d in self.designs:
+            for lv in range(len(f.levels)):
+                if lv != ref:
+                    results.append(self.b.contrast(
+                        d, [("a", 1.0, {i: lv}), ("b", 1.0, {i: ref})], {},
+                        a_label=_label(d.arm, f.tag(f.levels[lv])), b_label=_label(d.arm, f.tag(f.reference)),
+                        kind=MAIN, factor=f.name, level=f.levels[lv], reference=f.reference))
+            for lv in range(len(f.levels)):
+                self._mean(d, {i: lv}, factor=f.name, level=f.levels[lv])
+        return _family(f"contrasts_{slug(f.name)}", f"{f.name}: each level vs {f.tag(f.reference)}",
+                       MAIN, f.name, None, results, alpha=self.alpha, note=_averaging_note(f, self._rest(f)))
+
+    def trend(self, f):
+        i = self._pos(f)
+        scale = "log2" if f.log_scale else "linear"
+        per = "per doubling of " + f.name if f.log_scale else "per unit of " + f.name
+        results = []
+        for d in self.designs:
+            # Levels without any complete cell drop out of the slope; it needs three that remain.
+            present = [lv for lv in range(len(f.levels)) if any(k[i] == lv for k in d.cells)]
+            if len(present) < 3:
+                results.append((_label(d.arm, f"{f.name} trend"), "0",
+                                f"{len(present)} of {len(f.levels)} levels have a complete trial; a trend "
+                                "needs three"))
+                continue
+            w = trend_weights([f.levels[lv] for lv in present], f.log_scale)
+            results.append(self.b.contrast(
+                d, [("a", float(wj), {i: lv}) for wj, lv in zip(w, present)], {},
+                a_label=_label(d.arm, f"slope {per}"), b_label="0", kind=TREND, factor=f.name,
+                level=tuple(f.levels[lv] for lv in present), reference=None, scale=scale))
+        return _family(f"trend_{slug(f.name)}",
+                       f"{f.name}: trend of {self.metric} {per} (least-squares slope over the levels)",
+                       TREND, f.name, None, results, alpha=self.alpha, note=_averaging_note(f, self._rest(f)))
+
+    def simple(self, f, g):
+        i, j, rest = self._pos(f), self._pos(g), self._rest(f, g)
+        results = []
+        for d in self.designs:
+            for m in range(len(g.levels)):
+                at_tag = g.tag(g.levels[m])
+                for lv in range(len(f.levels)):
+                    if lv != f.reference_index:
+                        results.append(self.b.contrast(
+                            d, [("a", 1.0, {i: lv}), ("b", 1.0, {i: f.reference_index})], {j: m},
+                            a_label=_label(d.arm, f.tag(f.levels[lv]), at_tag),
+                            b_label=_label(d.arm, f.tag(f.reference), at_tag),
+                            kind=SIMPLE, factor=f.name, level=f.levels[lv], reference=f.reference, by=g.name,
+                            by_level=g.levels[m]))
+                for lv in range(len(f.levels)):
+                    self._mean(d, {i: lv, j: m}, factor=f.name, level=f.levels[lv], by=g.name,
+                               by_level=g.levels[m])
+        return _family(f"simple_{slug(f.name)}_by_{slug(g.name)}", f"{f.name} at each level of {g.name}", SIMPLE,
+                       f.name, g.name, results, alpha=self.alpha,
+                       note=f"Averaged over {' × '.join(h.name for h in rest)}." if rest else "")
+
+    def interaction(self, f, g):
+        i, j, rest = self._pos(f), self._pos(g), self._rest(f, g)
         fr, gr = f.reference_index, g.reference_index
         results = []
-        for d in designs:
+        for d in self.designs:
             for m in range(len(g.levels)):
                 if m == gr:
                     continue
@@ -501,18 +524,17 @@ def study_contrasts(study: Study, metric: str, *, reference: Mapping[str, Any] |
                     if lv == fr:
                         continue
                     delta = f"Δ {f.tag(f.levels[lv])} − {format_value(f.reference)}"
-                    results.append(b.contrast(
+                    results.append(self.b.contrast(
                         d, [("a", 1.0, {i: lv, j: m}), ("a", -1.0, {i: fr, j: m}),
                             ("b", 1.0, {i: lv, j: gr}), ("b", -1.0, {i: fr, j: gr})], {},
                         a_label=_label(d.arm, f"{delta} at {g.tag(g.levels[m])}"),
                         b_label=_label(d.arm, f"{delta} at {g.tag(g.reference)}"),
                         kind=INTERACTION, factor=f.name, level=f.levels[lv], reference=f.reference, by=g.name,
                         by_level=g.levels[m], by_reference=g.reference))
-        out.families.append(_family(
+        return _family(
             f"interaction_{slug(f.name)}_x_{slug(g.name)}",
             f"Interaction {f.name} × {g.name}: does the effect of {f.name} depend on {g.name}?", INTERACTION,
-            f.name, g.name, results, alpha=alpha,
+            f.name, g.name, results, alpha=self.alpha,
             note=(f"Each row is the contrast of {f.name} at a level of {g.name} minus the same contrast at "
                   f"{g.tag(g.reference)} (a difference of differences; 0 when the factors act independently)"
-                  + (f", averaged over {' × '.join(h.name for h in rest)}." if rest else "."))))
-    return out
+                  + (f", averaged over {' × '.join(h.name for h in rest)}." if rest else ".")))
