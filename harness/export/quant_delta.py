@@ -47,8 +47,6 @@ def quant_delta(base_model: Any, tokenizer: Any, adapter_dir: str | Path | None,
     `base_model` is a loaded transformers model (left unchanged: the merge works on a copy) or a model
     name; `adapter_dir=None` compares the base model's own quantised forms.
     """
-    import torch
-
     if not heldout:
         raise HarnessError("quant_delta needs at least one held-out item")
     out_dir = Path(out_dir)
@@ -60,13 +58,7 @@ def quant_delta(base_model: Any, tokenizer: Any, adapter_dir: str | Path | None,
     # Export before any evaluation: an architecture llama.cpp cannot convert fails in seconds.
     ggufs = export_gguf(merged_dir, out_dir / "gguf", types, threads=n_threads) if types else {}
 
-    if isinstance(base_model, torch.nn.Module):
-        param = next(base_model.parameters())
-        device, dtype = param.device, param.dtype
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-
+    device, dtype = _device_and_dtype(base_model)
     arms: dict[str, list[dict[str, Any]]] = {}
     info: dict[str, dict[str, Any]] = {}
 
@@ -98,27 +90,9 @@ def quant_delta(base_model: Any, tokenizer: Any, adapter_dir: str | Path | None,
         del model
 
     if types:
-        longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-        ctx = n_ctx or -(-(longest + max_new_tokens + 16) // 256) * 256
-        for t in types:
-            # The HF tokenizer's ids go to llama.cpp: the same prompt tokens as the merged arm, always.
-            runner = LlamaCppRunner(ggufs[t], n_ctx=ctx, n_threads=n_threads, name=t, tokenizer=tokenizer)
-            try:
-                # How many prompts llama.cpp's own tokenizer would have tokenised differently (a deployment
-                # through llama.cpp or Ollama sees those tokens).
-                differ = [ex.id for ex, text in zip(heldout, texts) if runner.llama_encode(text) != runner.encode(text)]
-                record(t, runner, {"runner": "llama.cpp", "gguf_type": t, "path": str(ggufs[t]), "n_ctx": ctx,
-                                   "prompt_tokens": "hf tokenizer",
-                                   "llama_cpp_tokenizer_differs": {"n": len(differ), "item_ids": differ[:20]}})
-            finally:
-                runner.close()
+        _gguf_arms(record, ggufs, types, texts, heldout, tokenizer, max_new_tokens, n_ctx, n_threads)
 
-    reference = info[REFERENCE_ARM]["metrics"]
-    for arm, entry in info.items():
-        if arm != REFERENCE_ARM and entry["status"] == "complete":
-            entry["delta_vs_merged"] = {k: entry["metrics"][k] - v for k, v in reference.items()
-                                        if k in entry["metrics"] and k not in ("n",) and not k.startswith("latency")
-                                        and k != "tokens_per_s"}
+    _add_deltas(info)
     write_json(out_dir / "quant.json", {
         "reference_arm": REFERENCE_ARM,
         "arms": info,
@@ -132,6 +106,47 @@ def quant_delta(base_model: Any, tokenizer: Any, adapter_dir: str | Path | None,
         "converter": _converter_provenance(),
     })
     return arms
+
+
+def _device_and_dtype(base_model: Any):
+    """Where and at what dtype the merged arm runs: the loaded base's own, else bf16 on CUDA, fp32 on CPU."""
+    import torch
+
+    if isinstance(base_model, torch.nn.Module):
+        param = next(base_model.parameters())
+        return param.device, param.dtype
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _gguf_arms(record: Callable, ggufs: dict[str, Path], types: list[str], texts: list[str],
+               heldout: list[Example], tokenizer: Any, max_new_tokens: int, n_ctx: int | None,
+               n_threads: int | None) -> None:
+    """One llama.cpp arm per GGUF type, fed the HF tokenizer's ids of the same rendered prompts."""
+    longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    ctx = n_ctx or -(-(longest + max_new_tokens + 16) // 256) * 256
+    for t in types:
+        # The HF tokenizer's ids go to llama.cpp: the same prompt tokens as the merged arm, always.
+        runner = LlamaCppRunner(ggufs[t], n_ctx=ctx, n_threads=n_threads, name=t, tokenizer=tokenizer)
+        try:
+            # How many prompts llama.cpp's own tokenizer would have tokenised differently (a deployment
+            # through llama.cpp or Ollama sees those tokens).
+            differ = [ex.id for ex, text in zip(heldout, texts) if runner.llama_encode(text) != runner.encode(text)]
+            record(t, runner, {"runner": "llama.cpp", "gguf_type": t, "path": str(ggufs[t]), "n_ctx": ctx,
+                               "prompt_tokens": "hf tokenizer",
+                               "llama_cpp_tokenizer_differs": {"n": len(differ), "item_ids": differ[:20]}})
+        finally:
+            runner.close()
+
+
+def _add_deltas(info: dict[str, dict[str, Any]]) -> None:
+    """Each complete arm's point delta of every score vs the merged arm (timings are not scores)."""
+    reference = info[REFERENCE_ARM]["metrics"]
+    for arm, entry in info.items():
+        if arm != REFERENCE_ARM and entry["status"] == "complete":
+            entry["delta_vs_merged"] = {k: entry["metrics"][k] - v for k, v in reference.items()
+                                        if k in entry["metrics"] and k not in ("n",) and not k.startswith("latency")
+                                        and k != "tokens_per_s"}
 
 
 def _nf4_unavailable() -> str | None:

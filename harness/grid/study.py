@@ -221,7 +221,6 @@ def _sampled_params(spec: ExperimentSpec, study: optuna.Study, trial: optuna.Tri
 def reap_dead_trials(study: optuna.Study, reason: str = "worker process died") -> int:
     """Fail RUNNING trials whose worker is gone (same host and dead pid, or a stale heartbeat) with `reason`,
     and re-queue them."""
-    storage = study._storage
     host = socket.gethostname()
     reaped = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
