@@ -4,7 +4,7 @@ One comparison pairs every item's score under arm A with the same item's score u
 seed, and reports `A - B`. Pairing is refused, not approximated, when the arms did not answer the
 same items: an unpaired comparison dressed up as a paired one would overstate the evidence.
 
-Which statistics (all from `analysis.paired`):
+Which statistics (all from `harness.stats.paired`):
 
 - CI of the mean difference: a paired bootstrap over items (whole clusters when items share a
   source); with two or more seeds, the hierarchical bootstrap over seeds × items, so seed-to-seed
@@ -31,10 +31,10 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import paired
 from analysis.errors import (AnalysisError, MissingSeedsError, NaNScoreError, UnknownArmError,
                              UnpairedItemsError)
 from analysis.load import SCORE_PREFIX, Study
+from harness.stats import paired
 
 Level = Literal["item", "seed"]
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"

@@ -27,38 +27,18 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from analysis import paired
 from analysis.compare import (Comparison, Level, PairedScores, Quality, adjust, matrix_quality, pair_statistics,
                               paired_scores, quality)
 from analysis.errors import AnalysisError, UnpairedItemsError
-from analysis.load import Study, format_value
-from harness.errors import SpecError
+from analysis.load import Study
+from harness.stats import paired
+from harness.stats.factors import check_reference, distinct_levels, format_value, same_level
 
 MAIN, SIMPLE, INTERACTION, TREND = "main", "simple", "interaction", "trend"
-REFERENCE_FIELD = "report.reference"
-
-
-def same_level(a: Any, b: Any) -> bool:
-    """Whether two grid values are the same level: 16 == 16.0, but True is not 1."""
-    a, b = (v.item() if isinstance(v, np.generic) else v for v in (a, b))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
-        return float(a) == float(b)
-    return a == b
-
-
-def _distinct(values: Iterable[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        v = v.item() if isinstance(v, np.generic) else v
-        if not any(same_level(v, w) for w in out):
-            out.append(v)
-    return out
 
 
 @dataclass(frozen=True)
@@ -89,30 +69,14 @@ class Factor:
         return f"{self.name}={format_value(value)}"
 
 
-def check_reference(reference: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], *,
-                    where: Any = None) -> None:
-    """Refuse a `report.reference` key that is not a factor of `grid` (two or more levels) or a value
-    that is not one of that factor's levels, naming the field."""
-    factors = {k: _distinct(v) for k, v in grid.items() if len(_distinct(v)) >= 2}
-    for key, value in reference.items():
-        if key not in factors:
-            known = ", ".join(factors) or "none: the grid varies nothing"
-            one = f" ('{key}' has a single level)" if key in grid else ""
-            raise SpecError(f"field '{REFERENCE_FIELD}.{key}': '{key}' is not a factor the study varies{one} "
-                            f"(factors: {known})", where=where)
-        if not any(same_level(value, level) for level in factors[key]):
-            raise SpecError(f"field '{REFERENCE_FIELD}.{key}': {value!r} is not one of its levels "
-                            f"{[format_value(v) for v in factors[key]]}", where=where)
-
-
 def study_factors(study: Study, reference: Mapping[str, Any] | None = None) -> list[Factor]:
     """The study's factors, from the grid its trials recorded (or, for trials that do not record one, the
     params that vary across trials, levels in trial order); `reference` is checked against them."""
     if study.grid is not None:
-        grid = {k: _distinct(v) for k, v in study.grid.items()}
+        grid = {k: distinct_levels(v) for k, v in study.grid.items()}
     else:  # trial numbers follow grid order, so each param's first appearance is its grid order
         trials = study.trials.sort_values("number")
-        grid = {k: _distinct(v for v in trials[k] if v is not None and not (isinstance(v, float) and math.isnan(v)))
+        grid = {k: distinct_levels(v for v in trials[k] if v is not None and not (isinstance(v, float) and math.isnan(v)))
                 for k in study.varying_params if k in trials}
     reference = dict(reference or {})
     check_reference(reference, grid, where=study.path)

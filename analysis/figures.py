@@ -20,8 +20,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.compare import Comparison, Quality
-from analysis.contrasts import Factor, LevelMean, same_level, slug
-from analysis.load import SCORE_PREFIX, Study, format_value
+from analysis.contrasts import Factor, LevelMean, slug
+from analysis.load import SCORE_PREFIX, Study
+from harness.stats.factors import format_value, same_level
 
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5, "xtick.labelsize": 8,

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Study
-from analysis.paired import holm, paired_bootstrap_ci
 from harness.results import read_json, read_jsonl
+from harness.stats.paired import holm, paired_bootstrap_ci
 
 
 def _trial_dirs(study: Study) -> list[tuple[Path, dict[str, Any]]]:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError, StudyNotFoundError, UnknownArmError
 from harness.results import arm_roles, read_json, read_jsonl
+from harness.stats.factors import format_value
 
 SEED_PARAMS = frozenset({"seed", "train.seed"})
 # Params that change only how an adapter is trained: they cannot change what an untuned model answers.
@@ -105,15 +106,6 @@ def _sort_key(value: Any) -> tuple:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         return (1, str(value))
     return (0, float(value)) if not math.isnan(float(value)) else (2, "")
-
-
-def format_value(value: Any) -> str:
-    """A param value as it appears in labels: 0.0002 → 2e-04, 16 → 16, lists as JSON."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
 
 
 def _is_training_only(key: str) -> bool:

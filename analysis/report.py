@@ -28,9 +28,10 @@ from analysis.compare import (Comparison, Level, Quality, adjust, comparisons_fr
                               paired_scores, quality)
 from analysis.errors import AnalysisError, UnknownArmError
 from analysis.judging import judge_markdown, judge_tables
-from analysis.load import SCORE_PREFIX, Study, format_value, load_study
-from analysis.paired import DEFAULT_RESAMPLES
+from analysis.load import SCORE_PREFIX, Study, load_study
 from harness.results import write_atomic, write_json
+from harness.stats.factors import format_value
+from harness.stats.paired import DEFAULT_RESAMPLES
 
 SUMMARY_METRICS = ("field_accuracy", "exact_match", "json_valid")
 REPORT_DIR = "report"
@@ -501,7 +502,7 @@ def log_report_to_wandb(report: ReportPaths, run_group: str, *, project: str | N
     `mode` defaults to the harness rule (WANDB_MODE, else online when logged in, else offline); a no-op
     returning None when it resolves to "disabled". Returns the run id.
     """
-    from harness.grid.tracking import wandb_mode
+    from harness.tracking import wandb_mode
 
     mode = mode or wandb_mode("auto")
     if mode == "disabled":

@@ -17,8 +17,9 @@ import pandas as pd
 
 from analysis.compare import Comparison, Quality
 from analysis.contrasts import INTERACTION, TREND, ContrastFamily
-from analysis.load import Study, format_value
+from analysis.load import Study
 from harness.results import write_atomic
+from harness.stats.factors import format_value
 
 ARM_COLUMNS = ["arm", "n_items", "n_seeds", "quality", "quality_ci_low", "quality_ci_high", "baseline", "delta",
                "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "cost_per_1k_calls", "items_per_call",

@@ -284,7 +284,8 @@ def measure_harness_dpo(arch: str, *, batch_size: int, seq: int, steps: int, war
 
     from harness.backends.memory_plan import peak_memory_bytes
     from harness.data.example import Example
-    from harness.stages.dpo import DPOSpec, train_dpo
+    from harness.spec.stages.dpo import DPOSpec
+    from harness.stages.dpo import train_dpo
 
     cuda = torch.cuda.is_available()
     chosen, _, model, tok, load_s = _with_adapter(arch, backend)
@@ -379,7 +380,7 @@ def bench_eval(model: str = "smollm2-135m-instruct", *, items: int = 100, max_ne
 
 def environment() -> dict[str, Any]:
     """The device and the versions a figure was measured with."""
-    from harness.grid.manifest import hardware, package_versions
+    from harness.trial.manifest import hardware, package_versions
 
     return {"hardware": hardware(), "packages": package_versions(), "python": sys.version.split()[0],
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -231,8 +231,8 @@ def status(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = S
         study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
     except KeyError:
         raise HarnessError(f"no study '{spec.name}' yet in {url}: start it with `harness run {name}`")
-    from harness.grid.labels import labeller
     from harness.grid.outcome import NOT_RUN_PREFIX, requeued_numbers, trial_outcome
+    from harness.labels import labeller
     from harness.results import final_arm, read_json, trial_dir_name
 
     study_dir = _results_root(results) / spec.name
@@ -469,7 +469,7 @@ def data_summary(name: str, preset: Optional[str] = PRESET) -> None:
 
 def _preflight(spec, study) -> None:
     from harness.grid.study import trial_spec
-    from harness.grid.trial import preflight
+    from harness.trial.runner import preflight
 
     preflight([trial_spec(spec, params) for params in study.user_attrs["points"]])
 
@@ -506,7 +506,7 @@ def _score_columns(arm_metrics: list[dict], headline: str, most: int = 4) -> lis
 
 
 def _print_verdict(study_dir: Path, headline: str) -> None:
-    from harness.grid.labels import labeller
+    from harness.labels import labeller
     from harness.results import RESULT_FILE, Outcome, TrialResult, trial_dir_name
 
     failures: list[str] = []

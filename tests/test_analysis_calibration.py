@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import paired
+from harness.stats import paired
 
 TRUE_DIFF = 0.1
 ALPHA = 0.05

@@ -69,7 +69,7 @@ def test_quantization_folders_compare_every_arm_with_the_merged_model(study_dir)
 
 
 def test_quantized_arms_in_the_trials_are_compared_there_with_seeds_pooled(study_dir):
-    for trial in sorted(study_dir.glob("trial-*")):  # what harness.grid.trial does with spec `quantize:`
+    for trial in sorted(study_dir.glob("trial-*")):  # what harness.trial does with spec `quantize:`
         quant = write_synthetic_quant(trial / "quant", n_items=60)
         for path in (quant / "eval").glob("*.jsonl"):
             write_jsonl(trial / "eval" / path.name, read_jsonl(path))
@@ -97,7 +97,7 @@ def test_a_quant_folder_with_a_changed_item_set_is_refused(study_dir):
 
 
 def add_contestant(study_dir: Path, price_per_call: float = 0.002, failures: int = 2) -> None:
-    """An endpoint arm in every trial, as harness.grid.trial writes it: cost_usd per call, NaN latency on failure."""
+    """An endpoint arm in every trial, as harness.trial writes it: cost_usd per call, NaN latency on failure."""
     for trial in sorted(study_dir.glob("trial-*")):
         rows = read_jsonl(trial / "eval" / "tuned.jsonl")
         out = []

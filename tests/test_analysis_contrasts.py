@@ -12,11 +12,12 @@ import pytest
 
 from analysis import build_report, load_study
 from analysis.compare import NO_DIFFERENCE, paired_scores
-from analysis.contrasts import (INTERACTION, MAIN, SIMPLE, TREND, linear_contrast, same_level, study_contrasts,
-                                study_factors, trend_weights)
-from analysis.paired import holm
+from analysis.contrasts import (INTERACTION, MAIN, SIMPLE, TREND, linear_contrast, study_contrasts, study_factors,
+                                trend_weights)
 from analysis.synthetic import write_synthetic_grid
 from harness.errors import SpecError
+from harness.stats.factors import same_level
+from harness.stats.paired import holm
 
 ALPHA = 0.05
 GRID = {"lora.r": [2, 8, 32], "lora.alpha_policy": ["r", "2r"], "lora.target_modules": ["attention", "all-linear"]}

@@ -249,7 +249,7 @@ def test_wandb_logging_logs_tables_and_figures_to_the_group(small_report, monkey
 @pytest.mark.slow
 def test_wandb_offline_run_holds_the_report(report, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from harness.grid.tracking import read_offline_run
+    from harness.tracking import read_offline_run
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     run_id = log_report_to_wandb(report, "rank-grid", mode="offline")

@@ -1,4 +1,4 @@
-"""Each statistic in `analysis.paired` agrees with scipy / statsmodels or a published worked example."""
+"""Each statistic in `harness.stats.paired` agrees with scipy / statsmodels or a published worked example."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from analysis import paired
+from harness.stats import paired
 
 RNG = np.random.default_rng(20240601)
 DIFFS = RNG.normal(0.15, 1.0, 80)

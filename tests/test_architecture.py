@@ -1,127 +1,71 @@
-"""The package's shape: no import cycles, a config layer that imports no implementation, cheap spec loading,
-and spec fingerprints that no refactor or new stage changes."""
+"""The package's shape: its import layers (import-linter, every import counted), cheap spec loading, and spec
+fingerprints that no refactor or new stage changes."""
 
 from __future__ import annotations
 
-import ast
+import configparser
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("harness", "analysis")
+CONTRACTS = ROOT / ".importlinter"
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def _lint_imports(config: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """import-linter's own CLI on `config`, importing the packages from `cwd` (this checkout, not an install)."""
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
+                           "lint_imports_command()", str(config), "--no-cache"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+def test_the_packages_keep_their_import_contracts():
+    """config → data → evaluation → backends/capabilities/export → spec → stages → trial → grid → CLI, no
+    cycles inside any package, and `analysis` above the library (see .importlinter)."""
+    out = _lint_imports(CONTRACTS, ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+def test_the_contracts_count_type_checking_and_function_level_imports(tmp_path):
+    """The session options of .importlinter, on a two-layer package whose lower layer reaches up only under
+    TYPE_CHECKING and inside a function: both imports break the contract."""
+    session = configparser.ConfigParser()
+    session.read(CONTRACTS)
+    options = "\n".join(f"{k} = {v}" for k, v in session["importlinter"].items() if k != "root_packages")
+    pkg = tmp_path / "layered"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "high.py").write_text("X = 1\n")
+    (pkg / "low.py").write_text(textwrap.dedent("""\
+        from typing import TYPE_CHECKING
+        if TYPE_CHECKING:
+            from layered.high import X
 
-
-def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
-    """Project modules that `path` imports anywhere (function-local imports too), except under TYPE_CHECKING."""
-    is_package = path.name == "__init__.py"
-    out: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative import
-                base = name.split(".") if is_package else name.split(".")[:-1]
-                base = base[: len(base) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            for alias in node.names:  # `from pkg import submodule` imports the submodule, else a name of `module`
-                out.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text()))
-    return {m for m in out if m in modules and m != name}
-
-
-def _graph() -> dict[str, set[str]]:
-    modules = _modules()
-    return {name: _imports(path, name, modules) for name, path in modules.items()}
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def strongconnect(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if w not in index:
-                strongconnect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    sys.setrecursionlimit(10_000)
-    for v in graph:
-        if v not in index:
-            strongconnect(v)
-    return found
-
-
-def test_the_cycle_finder_finds_a_cycle():
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert _cycles({"a": {"b"}, "b": set()}) == []
-
-
-def test_no_import_cycles_in_the_packages():
-    cycles = _cycles(_graph())
-    assert not cycles, "import cycles (function-local imports count too): " + "; ".join(" ↔ ".join(c) for c in cycles)
-
-
-def test_config_layer_imports_no_implementation():
-    graph = _graph()
-    for name in (m for m in graph if m == "harness.config" or m.startswith("harness.config.")):
-        outside = {m for m in graph[name] if not m.startswith("harness.config") and m != "harness.errors"}
-        assert not outside, f"{name} imports {sorted(outside)}: config is a leaf layer"
+        def later():
+            from layered import high
+        """))
+    config = tmp_path / ".importlinter"
+    config.write_text(f"[importlinter]\nroot_packages =\n    layered\n{options}\n\n"
+                      "[importlinter:contract:l]\nname = high over low\ntype = layers\n"
+                      "containers = layered\nlayers =\n    high\n    low\n")
+    out = _lint_imports(config, tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "layered.low -> layered.high (l.3, l.6)" in out.stdout, out.stdout
 
 
 def test_loading_a_spec_imports_no_heavy_library():
-    code = ("import sys; from harness.spec import load_spec; load_spec('experiments/sft_vs_dpo.yaml'); "
-            "import harness.stages as s; s.all_stages(); "
+    """`harness check` (the spec, its declared stages, the grid validated) imports no stage runner's libraries."""
+    code = ("import sys; from harness.cli import app; "
+            "app(['check', 'sft_vs_dpo'], standalone_mode=False); app(['check', 'forgetting'], standalone_mode=False); "
             "print(sorted(m for m in ('torch', 'trl', 'lm_eval', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
 # Fingerprints of every shipped experiment and preset, computed by the code before the stage redesign
@@ -148,8 +92,7 @@ def test_every_shipped_experiment_has_a_fingerprint_snapshot():
 
 @pytest.mark.parametrize("key", sorted(FINGERPRINTS))
 def test_shipped_experiment_fingerprints_are_unchanged(key):
-    from harness.spec import load_spec
-    from harness.grid.study import spec_fingerprint
+    from harness.spec import load_spec, spec_fingerprint
 
     name, _, preset = key.partition(":")
     assert spec_fingerprint(load_spec(ROOT / "experiments" / f"{name}.yaml", preset=preset or None)) == \
@@ -158,8 +101,7 @@ def test_shipped_experiment_fingerprints_are_unchanged(key):
 
 def test_a_new_stage_section_leaves_studies_that_do_not_use_it_alone(tmp_path):
     """The GRPO section came after the studies above: absent, it is not in their fingerprint or manifest spec."""
-    from harness.spec import load_spec, spec_dump
-    from harness.grid.study import spec_fingerprint
+    from harness.spec import load_spec, spec_dump, spec_fingerprint
 
     plain = load_spec(ROOT / "experiments" / "quickstart.yaml")
     assert "grpo" not in spec_dump(plain) and "dpo" in spec_dump(plain)  # legacy sections stay, as null
@@ -170,8 +112,7 @@ def test_a_new_stage_section_leaves_studies_that_do_not_use_it_alone(tmp_path):
 
 def test_an_endpoint_note_describes_and_does_not_split_a_study():
     """Editing what an endpoint is called in reports must not make a running study refuse to resume."""
-    from harness.grid.study import spec_fingerprint
-    from harness.spec import load_spec
+    from harness.spec import load_spec, spec_fingerprint
 
     path = ROOT / "experiments" / "three_way.yaml"
     plain = load_spec(path, preset="cpu", overrides={"contestants.0.endpoint.note": None})

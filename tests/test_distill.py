@@ -8,7 +8,8 @@ import pytest
 from flaky_server import FlakyServer, error, ok
 
 from harness.data.example import Example
-from harness.stages.teacher_data import REWRITE_TEMPLATE, DistillSpec, teacher_written as distill
+from harness.spec.stages.teacher_data import DistillSpec
+from harness.stages.teacher_data import REWRITE_TEMPLATE, teacher_written as distill
 from harness.evaluation.endpoint import EndpointError, EndpointSpec
 from harness.errors import DataError
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.data.example import Example
-from harness.stages.dpo import DPOSpec, load_preference_pairs, mine_pairs, pairs_from_rows, train_dpo
+from harness.spec.stages.dpo import DPOSpec
+from harness.stages.dpo import load_preference_pairs, mine_pairs, pairs_from_rows, train_dpo
 from harness.errors import DataError, HarnessError, SpecError, SplitError
 from harness.evaluation.evaluate import Generation
 from harness.evaluation.scoring import score

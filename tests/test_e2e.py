@@ -9,7 +9,7 @@ import pytest
 import layout
 from cli_runner import harness
 from harness.results import read_json, read_jsonl
-from harness.grid.tracking import read_offline_run
+from harness.tracking import read_offline_run
 
 pytestmark = pytest.mark.slow
 

@@ -157,7 +157,7 @@ def test_bad_task_fails_before_any_model_loads(tmp_path, monkeypatch, harness_ho
 
 
 def _trial_files(study: Path, number: int, *, status: str = "complete") -> Path:
-    """The files of a trial directory as harness.grid.trial writes them (the adapter is added by the caller)."""
+    """The files of a trial directory as harness.trial writes them (the adapter is added by the caller)."""
     from harness.results import trial_dir_name, write_json
 
     trial = study / trial_dir_name(number)

@@ -15,7 +15,7 @@ from cli_runner import harness
 from harness.spec import LoraSpec, TrainSpec, load_spec
 from harness.grid.study import default_storage, open_study, run_worker
 from harness.backends import select_backend
-from harness.grid.trial import Worker
+from harness.trial.runner import Worker
 
 pytestmark = pytest.mark.gpu
 

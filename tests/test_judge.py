@@ -15,7 +15,7 @@ from harness.errors import SpecError
 from harness.evaluation.judge import judge_trial, parse_grade, parse_pairwise, pairwise_verdict, Ask
 from harness.results import read_jsonl
 from harness.spec import load_spec
-from harness.stages.judge import JudgeSpec
+from harness.spec.stages.judge import JudgeSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 RUBRIC = {"text": "Closer to the reference in content and form.", "scale": {"min": 1, "max": 5}}
@@ -127,7 +127,7 @@ def test_bad_judge_sections_are_refused_at_load(tmp_path, judge, message):
 
 
 def test_a_required_judge_that_does_not_answer_stops_the_preflight(tmp_path, harness_home):
-    from harness.grid.trial import preflight
+    from harness.trial.runner import preflight
 
     with FlakyServer() as srv:
         url = srv.url

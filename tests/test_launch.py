@@ -20,7 +20,7 @@ from cli_runner import harness
 from harness.errors import HarnessError
 from harness.grid import storage as st
 from harness.grid.gpus import parse_apps, parse_gpus, plan_slots, select
-from harness.grid.labels import compact, labeller, varying_keys
+from harness.labels import compact, labeller, varying_keys
 from test_study import completed_points, tiny_spec
 
 # ---------------------------------------------------------------- labels

@@ -11,8 +11,8 @@ import pytest
 from analysis.synthetic import write_synthetic_grid
 from cli_runner import harness
 from harness.errors import SpecError
-from harness.spec import load_spec
-from harness.grid.study import spec_fingerprint, validate_search
+from harness.spec import load_spec, spec_fingerprint
+from harness.grid.study import validate_search
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import stages
 from harness.errors import SpecError
-from harness.spec import load_spec, spec_dump
+from harness.spec import load_spec, spec_dump, stages
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = [s.name for s in stages.sections()]
@@ -41,6 +40,16 @@ def test_every_stage_is_found_and_ordered_by_phase():
     phases = [s.phase for s in stages.all_stages()]
     assert phases == sorted(phases)
     assert names.index("quantize") < names.index("forgetting") < names.index("contestants")  # today's order
+
+
+def test_every_declared_stage_has_its_runner_in_the_file_of_the_same_name():
+    from harness.stages import all_runners, runner_for
+
+    declared = stages.all_stages()
+    assert set(all_runners()) == {s.name for s in declared}
+    for stage in declared:
+        runner = runner_for(stage)
+        assert stage.module.rsplit(".", 1)[-1] == runner.run.__module__.rsplit(".", 1)[-1], stage.name
 
 
 def test_every_section_stage_has_a_runnable_example():
@@ -185,9 +194,9 @@ def _contract_extra(stage: stages.Stage, llama_url: str | None) -> dict:
 @pytest.mark.parametrize("name", [s.name for s in stages.all_stages()])
 def test_stage_runs_in_the_pipeline_and_writes_what_it_declares(name, tmp_path, harness_home, request):
     from conftest import SHARED, require
-    from harness.grid.trial import Worker, run_trial
+    from harness.trial.runner import Worker, run_trial
     from harness.results import read_json
-    from harness.stages import planned_arms
+    from harness.spec.stages import planned_arms
 
     stage = _stage(name)
     url = None
@@ -224,7 +233,7 @@ def test_stage_runs_in_the_pipeline_and_writes_what_it_declares(name, tmp_path, 
         assert {"n", "field_accuracy"} <= set(metrics[name])  # the arm's aggregates, not the training summary
         assert metrics["training"][name]["steps"] == 1
         assert (trial / "eval" / f"{stage.after}.jsonl").exists() and (trial / "adapter-sft").exists()
-        from harness.grid.tracking import read_offline_run
+        from harness.tracking import read_offline_run
 
         run = next((tmp_path / "study" / "wandb").glob("offline-run-*"))
         deadline = time.monotonic() + 30  # wandb-core may still be flushing the offline log

@@ -19,7 +19,7 @@ from harness.errors import HarnessError, SpecError
 from harness.results import TrialResult
 from harness.spec import load_spec
 from harness.grid.study import default_storage, open_study, run_worker
-from harness.grid.trial import Worker
+from harness.trial.runner import Worker
 
 TINY = """\
 description: A tiny grid for tests.

@@ -16,7 +16,7 @@ from harness.backends.base import ATTENTION_MODULES, TrainingBackend, _check_ran
 
 if TYPE_CHECKING:
     from harness.backends.memory_plan import CheckpointPlan
-    from harness.spec import LoraSpec, TrainSpec
+    from harness.config import LoraSpec, TrainSpec
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

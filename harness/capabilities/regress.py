@@ -4,8 +4,8 @@ Both models answer the same lm-eval items (see `harness.capabilities.evaluate`);
 and each task is judged on lm-eval's per-item accuracy (`acc`):
 
 * difference = candidate accuracy - baseline accuracy, over the paired items;
-* its 95% CI: paired percentile bootstrap over items (`analysis.paired.paired_bootstrap_ci`);
-* p: TWO-SIDED exact McNemar test on the discordant items (`analysis.paired.mcnemar_exact`), then
+* its 95% CI: paired percentile bootstrap over items (`harness.stats.paired.paired_bootstrap_ci`);
+* p: TWO-SIDED exact McNemar test on the discordant items (`harness.stats.paired.mcnemar_exact`), then
   Holm-adjusted across the tasks of the run, so the chance of any false alarm in one `regress`
   call stays at most alpha however many tasks it checks.
 
@@ -120,7 +120,7 @@ def render_table(report: RegressionReport):
 
 def _trial_line(role: str, ref: str) -> str | None:
     """`candidate: trial-0003 of rank_ablation: r=8 alpha=2r seed=1` for a trial directory, else None."""
-    from harness.grid.labels import compact
+    from harness.labels import compact
     from harness.results import RESULT_FILE, read_json
 
     path = Path(ref)

@@ -50,7 +50,7 @@ def compare_results(baseline, candidate, *, tasks: list[str] | None = None) -> l
     Raises HarnessError when a task is missing on one side, no item pairs up, or the same doc_id
     holds different items on the two sides (their lm-eval doc hashes differ).
     """
-    from analysis.paired import mcnemar_exact, paired_bootstrap_ci
+    from harness.stats.paired import mcnemar_exact, paired_bootstrap_ci
 
     tasks = tasks or list(baseline.tasks)
     out = []
@@ -84,7 +84,7 @@ def compare_results(baseline, candidate, *, tasks: list[str] | None = None) -> l
 def judge(comparisons: list[TaskComparison], *, tolerance: float, alpha: float,
           correction: Literal["holm", "none"] = "holm") -> list[TaskComparison]:
     """Set p_adjusted, regression and verdict on each comparison (in place); returns them."""
-    from analysis.paired import holm
+    from harness.stats.paired import holm
 
     if not 0 < alpha < 1:
         raise HarnessError(f"alpha must be in (0, 1), got {alpha}")

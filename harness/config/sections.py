@@ -1,7 +1,7 @@
 """The experiment's core YAML sections as pydantic models: pure data, no implementation imported.
 
 Sections that belong to one stage (`dpo:`, `quantize:`, ...) live in that stage's file
-(`harness/stages/`); `harness.spec` assembles the whole spec from these and the registered stages.
+(`harness/spec/stages/`); `harness.spec` assembles the whole spec from these and the declared stages.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class TrainSpec(OptimArgs):
 
 
 # Fields added to a core section after studies existed: left out of a spec's dump (fingerprint, manifest) while
-# they hold their default, so adding one never changes an existing study (see `harness.stages.spec_dump`).
+# they hold their default, so adding one never changes an existing study (see `harness.spec.fingerprint.spec_dump`).
 ADDED_LATER = {"added_later": True}
 
 

@@ -10,7 +10,7 @@ from harness.data.example import Example
 from harness.data.formats import load_examples
 from harness.data.split import FrozenSplit, check_leakage, dev_split, ensure_frozen, file_sha256, materialise_split
 from harness.errors import DataError
-from harness.spec import DataSpec
+from harness.config import DataSpec
 
 
 # Built-in datasets: name → module with `load_builtin(seed, cache_dir)` and `cache_directory(cache_dir, seed)`.

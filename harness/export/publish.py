@@ -31,7 +31,7 @@ class Published:
 
 
 def _ci(values: list[float]) -> tuple[float, float, float]:
-    from analysis.paired import paired_bootstrap_ci
+    from harness.stats.paired import paired_bootstrap_ci
 
     arr = np.asarray(values, dtype=float)
     low, high = paired_bootstrap_ci(arr) if arr.size > 1 else (float("nan"), float("nan"))

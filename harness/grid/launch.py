@@ -26,9 +26,9 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.grid.gpus import Slot
-from harness.grid.labels import labeller
 from harness.grid.outcome import Tally, tally
 from harness.grid.study import reap_dead_trials
+from harness.labels import labeller
 from harness.results import Outcome
 
 STOP_GRACE_S = float(os.environ.get("HARNESS_STOP_GRACE_S", "10"))

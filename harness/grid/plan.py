@@ -15,8 +15,8 @@ from pathlib import Path
 
 from harness.backends.memory_plan import GIB, ModelShape, plan_checkpointing
 from harness.errors import HarnessError
-from harness.grid.labels import labeller
 from harness.grid.study import trial_spec, validate_search
+from harness.labels import labeller
 from harness.spec import ExperimentSpec
 
 DEVICES_GIB: dict[str, float | None] = {"h100": 80, "h200": 141, "a100": 80, "gb10": 128, "cpu": None}

@@ -1,4 +1,4 @@
-"""Every experiment is an Optuna study whose trials are runs of `harness.grid.trial.run_trial`.
+"""Every experiment is an Optuna study whose trials are runs of `harness.trial.runner.run_trial`.
 
 The grid (search points × seeds) is enqueued once, by whoever creates the study; every worker —
 this process, another one, another machine on the same storage — pops waiting trials atomically
@@ -9,9 +9,7 @@ A trial that raises is recorded as failed with its reason, and the grid goes on.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 import socket
 import threading
@@ -31,7 +29,8 @@ from harness.errors import HarnessError, SpecError, Unavailable
 from harness.grid.outcome import NOT_RUN_PREFIX
 from harness.grid.storage import HEARTBEAT_S, open_storage, sqlite_url
 from harness.results import Outcome, TrialResult, trial_dir_name
-from harness.spec import ExperimentSpec, set_dotted, spec_dump, validate_spec
+from harness.spec import ExperimentSpec, set_dotted, spec_fingerprint, validate_spec
+from harness.stats.factors import check_reference
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,8 +90,6 @@ def validate_search(spec: ExperimentSpec) -> list[GridPoint]:
                 raise SpecError(f"search.{section} names '{key}', which the spec does not have "
                                 "(use dotted fields such as lora.r, train.learning_rate)", where=where)
     if spec.report.reference:  # a reference level the report cannot find is wrong before any trial runs
-        from analysis.contrasts import check_reference
-
         check_reference(spec.report.reference, spec.search.grid, where=where)
     points = grid_points(spec)
     for point in points:
@@ -101,25 +98,6 @@ def validate_search(spec: ExperimentSpec) -> list[GridPoint]:
         for value in d.choices if d.choices is not None else [d.low, d.high]:
             trial_spec(spec, {key: int(value) if d.int else value})
     return points
-
-
-# Keys that describe and never change a result (an endpoint's `note`): a study resumes across edits of them.
-DESCRIPTIVE_KEYS = frozenset({"note"})
-
-
-def _without_descriptions(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _without_descriptions(v) for k, v in obj.items() if k not in DESCRIPTIVE_KEYS}
-    if isinstance(obj, list):
-        return [_without_descriptions(v) for v in obj]
-    return obj
-
-
-def spec_fingerprint(spec: ExperimentSpec) -> str:
-    """What makes two studies the same experiment (tracking settings, presets, report options and
-    descriptive notes aside)."""
-    raw = _without_descriptions(spec_dump(spec, exclude={"tracking", "presets", "report"}))
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def default_storage(study_dir: Path) -> str:
@@ -283,7 +261,7 @@ def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worke
                max_trials: int | None = None) -> list[TrialResult]:
     """Pop and run waiting trials until the queue is empty (or `max_trials` have run)."""
     from harness.progress import console
-    from harness.grid.trial import Worker, run_trial
+    from harness.trial.runner import Worker, run_trial
 
     worker = worker or Worker()
     points = [GridPoint(i, p) for i, p in enumerate(study.user_attrs["points"])]

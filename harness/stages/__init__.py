@@ -1,182 +1,73 @@
-"""Stages: the steps a trial runs, one file each, registered by decorator and found by scanning this folder.
+"""Stage runners: what each stage declared in `harness.spec.stages` does in a trial, one file each (the
+same name as its declaration), registered by decorator and found by scanning this folder.
 
-A stage owns its YAML section (a pydantic model; `section=None` for the core steps every trial runs),
-its cross-section checks, its step `run(ctx, cfg)`, and the arms and metric blocks it writes. A trial
-(`harness.grid.trial.run_trial`) runs the enabled stages in phase order, then records what they left in its
-`TrialContext`. Adding a kind of experiment is adding a file here plus an experiment YAML:
-
-    @register_stage("grpo", Phase.CONTINUE, section="grpo", model=GRPOSpec, example={"max_steps": 1},
-                    arms=lambda spec, cfg: {"sft": "stage"}, produces="grpo", after="sft")
+    @register_runner("grpo")
     def run(ctx: TrialContext, cfg: GRPOSpec) -> None: ...
 
-Stage files keep heavy imports (torch, TRL, lm-eval) inside functions: `harness list` and `harness check`
-import every stage to assemble the spec.
+A runner reads the trial's shared state and writes its arms, blocks and trainings through its
+`TrialContext` (`harness.stages.context`); a trial (`harness.trial.runner.run_trial`) runs the runners
+of the stages its spec enables, in the declared order. Runner files keep heavy imports (torch, TRL,
+lm-eval) inside functions: `harness run` imports every runner before the first trial.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Callable
 
-from harness.config.loading import FieldConflict
+from harness.discovery import import_modules
+from harness.errors import HarnessError
+from harness.spec.stages import Stage, all_stages
 
 if TYPE_CHECKING:
     from harness.spec import ExperimentSpec
     from harness.stages.context import TrialContext
 
 
-class Phase(IntEnum):
-    """When a stage runs. Within a phase, stages run by `order`, then name."""
-
-    BEFORE = 10  # arms of the untouched base model
-    DATA = 20  # what the first training sees (teacher-written data)
-    TRAIN = 30  # the adapter's first training, chosen by `train.method`
-    CONTINUE = 40  # training that continues the adapter (DPO, GRPO)
-    SELECT = 50  # after all training: save the adapter, the dev objective
-    EVALUATE = 60  # the final arm on the frozen held-out split
-    PROBE = 70  # more arms and blocks from the final model (quantization, forgetting, contestants)
-
-
-ArmRole = str  # "untuned" | "stage" | "final" | "derived" | "endpoint"
-# Blocks of metrics.json that are not arms; no arm, contestant or stage may take one of these names.
-CORE_BLOCKS = ("cost", "training")
-
-
 @dataclass(frozen=True)
-class Stage:
-    """One registered step of a trial."""
+class Runner:
+    """What one declared stage does: its step in a trial, and a check before any trial trains."""
 
-    name: str
-    phase: Phase
+    stage: str
     run: Callable[["TrialContext", Any], None]
-    section: str | None = None  # the YAML key that enables it; None: enabled by `enabled` (core steps)
-    model: Any = None  # the section's pydantic type (a list[...] type for `many`)
-    many: bool = False  # the section is a list (contestants): absent means []
-    legacy: bool = False  # a section that existed before the registry: always in the spec's fingerprint
-    order: int = 50
-    method: str | None = None  # TRAIN stages: the `train.method` they implement
-    enabled: Callable[["ExperimentSpec"], bool] | None = None
-    check: Callable[["ExperimentSpec", Any], None] | None = None  # raises ValueError naming the field
     preflight: Callable[["ExperimentSpec", Any], None] | None = None  # before any trial: reachable services
-    arms: Callable[["ExperimentSpec", Any], dict[str, ArmRole]] | None = None  # arm name → role it writes
-    blocks: tuple[str, ...] = ()  # metrics.json blocks it writes (e.g. "teacher", "forgetting")
-    example: Any = None  # a small valid value of its section (docs, and the contract test runs it)
-    produces: str | None = None  # training stages: the arm of the model they leave ("tuned", "dpo")
-    after: str | None = None  # continuing stages: the arm they start from, compared with theirs ("sft")
-
-    def config(self, spec: "ExperimentSpec") -> Any:
-        """The stage's section of `spec` (None / [] when absent)."""
-        return getattr(spec, self.section) if self.section else None
-
-    def is_enabled(self, spec: "ExperimentSpec") -> bool:
-        if self.method is not None and spec.train.method != self.method:
-            return False
-        if self.enabled is not None:
-            return self.enabled(spec)
-        if self.section is None:
-            return True
-        cfg = self.config(spec)
-        return bool(cfg) if self.many else cfg is not None
 
 
-_REGISTRY: dict[str, Stage] = {}
+_RUNNERS: dict[str, Runner] = {}
 _discovered = False
 
 
-def register_stage(name: str, phase: Phase, **kw: Any) -> Callable[[Callable], Callable]:
-    """Register the decorated `run(ctx, cfg)` as stage `name` (see `Stage` for the keywords)."""
+def register_runner(stage: str, *, preflight: Callable[["ExperimentSpec", Any], None] | None = None
+                    ) -> Callable[[Callable], Callable]:
+    """Register the decorated `run(ctx, cfg)` as the runner of the declared stage `stage`."""
 
     def decorate(run: Callable) -> Callable:
-        stage = Stage(name=name, phase=phase, run=run, **kw)
-        taken = _REGISTRY.get(name)
+        taken = _RUNNERS.get(stage)
         if taken is not None and taken.run.__module__ != run.__module__:
-            raise ValueError(f"stage '{name}' is registered twice ({taken.run.__module__}, {run.__module__})")
-        for other in _REGISTRY.values():
-            if other.name != name and stage.section and other.section == stage.section:
-                raise ValueError(f"section '{stage.section}' is claimed by stages '{other.name}' and '{name}'")
-        _REGISTRY[name] = stage
+            raise ValueError(f"stage '{stage}' has two runners ({taken.run.__module__}, {run.__module__})")
+        _RUNNERS[stage] = Runner(stage, run, preflight)
         return run
 
     return decorate
 
 
-def all_stages() -> list[Stage]:
-    """Every registered stage in pipeline order (importing each module of this package once)."""
+def all_runners() -> dict[str, Runner]:
+    """Every runner by stage name (importing each module of this package once); each names a declared stage."""
     global _discovered
     if not _discovered:
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_") and info.name != "context":
-                importlib.import_module(f"{__name__}.{info.name}")
+        import_modules(__name__, __path__, skip={"context"})
         _discovered = True
-    return sorted(_REGISTRY.values(), key=lambda s: (s.phase, s.order, s.name))
+        declared = {s.name for s in all_stages()}
+        for name, runner in _RUNNERS.items():
+            if name not in declared:
+                raise HarnessError(f"{runner.run.__module__} runs stage '{name}', which harness.spec.stages "
+                                   "does not declare")
+    return dict(_RUNNERS)
 
 
-def sections() -> list[Stage]:
-    """The stages that own a YAML section."""
-    return [s for s in all_stages() if s.section]
-
-
-def train_methods() -> list[str]:
-    return sorted(s.method for s in all_stages() if s.method)
-
-
-def pipeline(spec: "ExperimentSpec") -> list[tuple[Stage, Any]]:
-    """The stages `spec` enables, in the order a trial runs them, each with its section."""
-    return [(s, s.config(spec)) for s in all_stages() if s.is_enabled(spec)]
-
-
-def planned_arms(spec: "ExperimentSpec") -> dict[str, tuple[str, ArmRole]]:
-    """Arm name → (stage that writes it, role), refusing two writers of one name or an arm named like a block.
-
-    Raises ValueError naming both writers: a contestant called `cost` or `base`, or DPO and GRPO both
-    snapshotting `sft`, would otherwise overwrite each other's results."""
-    owners: dict[str, str] = {block: f"the metrics block '{block}' every trial writes" for block in CORE_BLOCKS}
-    for stage, cfg in pipeline(spec):
-        for block in stage.blocks:
-            if block in owners:
-                raise ValueError(f"metrics block '{block}' of stage '{stage.name}' collides with {owners[block]}")
-            owners[block] = f"the metrics block '{block}' of stage '{stage.name}'"
-    arms: dict[str, tuple[str, ArmRole]] = {}
-    for stage, cfg in pipeline(spec):
-        loc = (stage.section,) if stage.section else ()
-        for i, (arm, role) in enumerate((stage.arms(spec, cfg) if stage.arms else {}).items()):
-            where = (*loc, i, "name") if stage.many else loc  # a list section: the entry that names the arm
-            if arm in arms and arms[arm][0] != stage.name:
-                raise FieldConflict(f"arm '{arm}' is written by both stage '{arms[arm][0]}' and stage "
-                                    f"'{stage.name}'", where)
-            if arm in owners:
-                raise FieldConflict(f"arm '{arm}' of stage '{stage.name}' collides with {owners[arm]}", where)
-            arms[arm] = (stage.name, role)
-    return arms
-
-
-def final_arm(spec: "ExperimentSpec") -> str:
-    """The arm of the finished model: what the last training stage produces ("tuned" after SFT alone)."""
-    produced = [stage.produces for stage, _ in pipeline(spec) if stage.produces]
-    return produced[-1] if produced else "tuned"
-
-
-def stage_pairs(spec: "ExperimentSpec") -> list[tuple[str, str]]:
-    """(arm, the arm it continued from) for each continuing stage, e.g. ("dpo", "sft")."""
-    return [(stage.produces, stage.after) for stage, _ in pipeline(spec) if stage.produces and stage.after]
-
-
-def spec_dump(spec: Any, **kwargs: Any) -> dict[str, Any]:
-    """`model_dump(mode="json")` without the sections of stages added after a study began that it does not
-    use: a new stage never changes the fingerprint or manifest of a study that does not use it."""
-    raw = spec.model_dump(mode="json", **kwargs)
-    for name, section in type(spec).model_fields.items():  # core fields added later, at their default
-        model = section.annotation
-        if name not in raw or not isinstance(raw[name], dict) or not hasattr(model, "model_fields"):
-            continue
-        for key, f in model.model_fields.items():
-            if (f.json_schema_extra or {}).get("added_later") and key in raw[name] \
-                    and raw[name][key] == model.model_fields[key].get_default(call_default_factory=True):
-                del raw[name][key]
-    for stage in sections():
-        if not stage.legacy and stage.section in raw and raw[stage.section] in (None, []):
-            del raw[stage.section]
-    return raw
+def runner_for(stage: Stage) -> Runner:
+    """The runner of a declared stage; a stage declared without one is a defect of the package."""
+    runners = all_runners()
+    if stage.name not in runners:
+        raise HarnessError(f"stage '{stage.name}' ({stage.module}) has no runner in harness.stages")
+    return runners[stage.name]

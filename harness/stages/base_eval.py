@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from harness.results import base_eval_key, read_jsonl, write_jsonl
-from harness.stages import Phase, register_stage
+from harness.stages import register_runner
 from harness.stages.context import TrialContext
 
 
-@register_stage("base_eval", Phase.BEFORE, enabled=lambda spec: spec.eval.compare_base,
-                arms=lambda spec, cfg: {"base": "untuned"})
+@register_runner("base_eval")
 def run(ctx: TrialContext, cfg: None) -> None:
     """Arm `base`: every trial of the study with the same model, split, prompt and eval settings shares it."""
     cache = ctx.study_dir / "base-eval" / f"{base_eval_key(ctx.spec, ctx.data.split.split_hash)}.jsonl"

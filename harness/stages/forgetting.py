@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from harness.config.sections import _Strict
 from harness.errors import HarnessError
 from harness.results import forgetting_base_key
-from harness.stages import Phase, register_stage
+from harness.spec.stages.forgetting import ForgettingSpec
+from harness.stages import register_runner
 from harness.stages.context import TrialContext
-
-
-class ForgettingSpec(_Strict):
-    """General-capability check with lm-eval after training: base vs tuned, item by item."""
-
-    tasks: list[str] = Field(min_length=1, description="lm-eval task names or the harness's local *_local tasks")
-    limit: int | None = Field(None, gt=0, description="items per task")
-    batch_size: int = Field(8, gt=0)
-    tolerance: float = Field(0.02, ge=0, lt=1)
-    alpha: float = Field(0.05, gt=0, lt=1)
 
 
 def _tasks_have_data(spec, f: ForgettingSpec) -> None:
@@ -28,10 +16,7 @@ def _tasks_have_data(spec, f: ForgettingSpec) -> None:
     resolve_tasks(f.tasks)
 
 
-@register_stage("forgetting", Phase.PROBE, order=20, section="forgetting", model=ForgettingSpec, legacy=True,
-                preflight=_tasks_have_data,
-                example={"tasks": ["arc_easy_local"], "limit": 4},
-                blocks=("forgetting",))
+@register_runner("forgetting", preflight=_tasks_have_data)
 def run(ctx: TrialContext, f: ForgettingSpec) -> None:
     """lm-eval on the base (once per study) and on the tuned model in memory; paired per item."""
     from harness.capabilities.evaluate import CapabilityResult, evaluate_capabilities

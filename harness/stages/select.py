@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from harness.stages import Phase, register_stage
+from harness.stages import register_runner
 from harness.stages.context import TrialContext
 
 
-@register_stage("select", Phase.SELECT)
+@register_runner("select")
 def run(ctx: TrialContext, cfg: None) -> None:
     adapter_dir = ctx.trial_dir / "adapter"
     ctx.peft_model.save_pretrained(adapter_dir)

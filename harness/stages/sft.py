@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from harness.stages import Phase, register_stage
+from harness.stages import register_runner
 from harness.stages.context import TrialContext
 
 
-@register_stage("sft", Phase.TRAIN, method="sft", produces="tuned")
+@register_runner("sft")
 def run(ctx: TrialContext, cfg: None) -> None:
     """Train the adapter; with `eval.dev_every_steps`, report dev scores as it goes (the pruner reads them)."""
     spec = ctx.spec

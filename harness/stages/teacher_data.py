@@ -10,15 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from harness.data.example import Example
-from harness.config.endpoint import EndpointSpec
-from harness.evaluation.endpoint import Completion, Endpoint, latency_percentiles
 from harness.errors import DataError
-from harness.stages import Phase, register_stage
+from harness.evaluation.endpoint import Completion, Endpoint, latency_percentiles
+from harness.spec.stages.teacher_data import DistillPlan, DistillSpec
+from harness.stages import register_runner
 from harness.stages.context import TrialContext
 
 REWRITE_TEMPLATE = (
@@ -26,17 +24,6 @@ REWRITE_TEMPLATE = (
     "for. Keep its facts; do not add new ones. Reply with the rewritten answer only.\n\n"
     "Task:\n{prompt}\n\nReference answer:\n{reference}"
 )
-
-
-class DistillSpec(BaseModel):
-    """`answer`: the teacher answers each training prompt itself. `rewrite`: the teacher gets the prompt
-    and the original reference and rewrites the reference in the required format."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    teacher: EndpointSpec
-    n: int = Field(ge=1, description="how many training prompts the teacher handles (the first n given)")
-    mode: Literal["answer", "rewrite"] = "answer"
 
 
 @dataclass
@@ -108,17 +95,7 @@ def teacher_written(examples: list[Example], spec: DistillSpec, cache_dir: Path)
     )
 
 
-class DistillPlan(DistillSpec):
-    """Teacher-written data vs more data: train on the teacher's answers to the first n prompts
-    (`arm: distilled`) or on the first k*n original pairs (`arm: original`); grid over `distill.arm`."""
-
-    k: int = Field(4, ge=1, description="the original-data arm trains on k*n pairs")
-    arm: Literal["distilled", "original"] = "distilled"
-
-
-@register_stage("teacher_data", Phase.DATA, section="distill", model=DistillPlan, legacy=True, blocks=("teacher",),
-                example={"teacher": {"url": "http://127.0.0.1:8080/v1", "model": "teacher", "max_tokens": 16},
-                         "n": 2, "k": 2})
+@register_runner("teacher_data")
 def run(ctx: TrialContext, plan: DistillPlan) -> None:
     """What SFT trains on: the teacher's n answers, or the first k*n original pairs."""
     train = ctx.data.train

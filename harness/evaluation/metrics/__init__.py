@@ -15,11 +15,10 @@ spec's `eval.metrics` add to it (`scorer_for`).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from harness.discovery import import_modules
 from harness.errors import SpecError
 from harness.evaluation.scoring import Scorer
 
@@ -65,9 +64,7 @@ def all_metrics() -> dict[str, Metric]:
     """Every registered metric by name (importing each module of this package once)."""
     global _discovered
     if not _discovered:
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
+        import_modules(__name__, __path__)
         _discovered = True
     return dict(sorted(_REGISTRY.items()))
 

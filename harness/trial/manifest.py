@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.stages import spec_dump
+from harness.spec import spec_dump
 
 if TYPE_CHECKING:
     from harness.data.prepare import PreparedData

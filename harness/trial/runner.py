@@ -1,31 +1,36 @@
 """One trial, top to bottom: spec → data (frozen split verified) → the enabled stages → record.
 
 Every experiment runs this; a grid (see `harness.grid.study`) runs it once per grid point and seed. What a
-trial does beyond SFT and its evaluation comes from its stages (`harness.stages`, one file each). The
-`Worker` keeps the base model loaded between trials: adapters go on and come off.
+trial does beyond SFT and its evaluation comes from its stages (declared in `harness.spec.stages`, run by
+`harness.stages`, one file each). The `Worker` keeps the base model loaded between trials: adapters go on
+and come off.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from harness.backends import TrainingBackend, backend_unavailable, select_backend
 from harness.data.formats import format_summary, summarize
 from harness.data.prepare import prepare_data
-from harness.errors import SpecError
+from harness.errors import HarnessError, SpecError
+from harness.evaluation.metrics import scorer_for
 from harness.models import harness_home, resolve_model
 from harness.progress import console
 from harness.results import TrialResult, trial_dir_name
-from harness.evaluation.metrics import scorer_for
 from harness.spec import ExperimentSpec, ModelSpec, spec_dump
-from harness.stages import pipeline
-from harness.stages.context import OutOfMemory, TrialContext, record_trial, reset_peak_memory, running
-from harness.grid.tracking import Tracker
-from harness.backends import TrainingBackend, backend_unavailable, select_backend
+from harness.spec.stages import pipeline
+from harness.stages import runner_for
+from harness.stages.context import TrialContext
+from harness.tracking import Tracker
+from harness.trial.record import peak_memory_gb, record_trial
 
 __all__ = ["OutOfMemory", "Worker", "preflight", "run_trial"]
 
@@ -72,11 +77,12 @@ def preflight(specs: list[ExperimentSpec]) -> None:
                 seen.add(key)
                 check()
         for stage, cfg in pipeline(spec):  # e.g. a judge endpoint the spec requires must answer now
-            if stage.preflight is not None:
+            check = runner_for(stage).preflight
+            if check is not None:
                 key = f"{stage.name}:{json.dumps(spec_dump(spec).get(stage.section), sort_keys=True)}"
                 if key not in seen:
                     seen.add(key)
-                    stage.preflight(spec, cfg)
+                    check(spec, cfg)
 
 
 def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[str, Any], worker: Worker,
@@ -100,5 +106,67 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                        on_dev_metric=on_dev_metric, started=started)
     with running(ctx):
         for stage, cfg in pipeline(spec):
-            stage.run(ctx, cfg)
+            runner_for(stage).run(ctx, cfg)
     return record_trial(ctx)
+
+
+@contextmanager
+def running(ctx: TrialContext) -> Iterator[TrialContext]:
+    """Around a trial's stages: on any error the W&B run is closed as failed and an out-of-memory error
+    becomes `OutOfMemory` with the memory figures; always the adapter comes off and memory is released."""
+    try:
+        yield ctx
+    except BaseException as e:
+        ctx.tracker.finish(exit_code=1)
+        if _is_out_of_memory(e):
+            raise OutOfMemory(_memory_report(ctx.spec)) from e
+        raise
+    finally:
+        for scratch in ctx.trial_dir.glob("*checkpoints"):  # trainers' scratch; the adapters are kept
+            shutil.rmtree(scratch, ignore_errors=True)
+        if ctx.peft_model is not None:
+            ctx.backend.remove_adapter(ctx.peft_model)
+        _release_device_memory()
+
+
+class OutOfMemory(HarnessError):
+    """The trial's batch did not fit on the device; the message carries the memory figures."""
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()[:200]
+
+
+def _memory_report(spec: "ExperimentSpec") -> str:
+    import torch
+
+    t = spec.train
+    where = f"out of memory at train.batch_size={t.batch_size}, max_length={t.max_length}, " \
+            f"gradient_checkpointing={t.gradient_checkpointing}"
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        return (f"{where}: peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB allocated, "
+                f"{torch.cuda.max_memory_reserved() / 2**30:.1f} GiB reserved, of {total / 2**30:.1f} GiB "
+                f"({free / 2**30:.1f} GiB free now); lower train.batch_size or max_length, or set "
+                f"gradient_checkpointing: true")
+    return f"{where}: peak resident memory {peak_memory_gb():.1f} GiB; lower train.batch_size or max_length"
+
+
+def _release_device_memory() -> None:
+    """Give a failed trial's activations back so the next trial of the grid starts clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()

@@ -1,5 +1,5 @@
-"""The experiment spec: the core sections (`harness.config`) plus one section per registered stage, loaded
-from YAML with errors that name file, line and field."""
+"""The experiment spec: the core sections (`harness.config`) plus one section per stage declared in
+`harness.spec.stages`, loaded from YAML with errors that name file, line and field."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
-from harness import stages
-from harness.stages import spec_dump
 from harness.config import (DataSpec, Distribution, EndpointSpec, EvalSpec, LoraSpec, ModelSpec, OptimArgs,
                             PricingSpec, ReportSpec, SearchSpec, TrackingSpec, TrainSpec, deep_merge,
                             set_dotted)
@@ -18,10 +16,12 @@ from harness.config.loading import FieldConflict, _describe
 from harness.config.sections import _Strict
 from harness.errors import SpecError
 from harness.evaluation.metrics import check_metrics
+from harness.spec import stages
+from harness.spec.fingerprint import spec_dump, spec_fingerprint
 
 __all__ = ["DataSpec", "Distribution", "EndpointSpec", "EvalSpec", "ExperimentSpec", "LoraSpec", "ModelSpec",
            "OptimArgs", "PricingSpec", "ReportSpec", "SearchSpec", "TrackingSpec", "TrainSpec", "deep_merge", "load_spec",
-           "set_dotted", "spec_dump", "validate_spec"]
+           "set_dotted", "spec_dump", "spec_fingerprint", "validate_spec"]
 
 
 class _CoreSpec(_Strict):
@@ -63,13 +63,12 @@ class _CoreSpec(_Strict):
 
 
 def _section_field(stage: stages.Stage) -> tuple[Any, Any]:
-    description = (stage.run.__doc__ or "").strip().split("\n")[0] or None
     if stage.many:
-        return stage.model, Field(default_factory=list, description=description)
-    return stage.model | None, Field(None, description=description)
+        return stage.model, Field(default_factory=list, description=stage.description)
+    return stage.model | None, Field(None, description=stage.description)
 
 
-# One section per registered stage (`dpo:`, `quantize:`, ...): a new stage file adds its section here.
+# One section per declared stage (`dpo:`, `quantize:`, ...): a new stage file adds its section here.
 ExperimentSpec = create_model(
     "ExperimentSpec", __base__=_CoreSpec, __module__=__name__,
     **{stage.section: _section_field(stage) for stage in stages.sections()})

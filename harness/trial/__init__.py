@@ -1,0 +1,1 @@
+"""One trial: its runner (`runner.run_trial`, the file to read first), its record and its manifest."""
