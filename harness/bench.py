@@ -2,7 +2,7 @@
 
 Training: the code a trial runs (`TrainingBackend.load_base` / `add_adapter` / `fit_sft`, i.e. TRL's
 SFTTrainer with the backend's kernels, packing and checkpointing plan) on a random-init real
-architecture, and the raw loop of `benchmarks/lora_reference.py` (Unsloth or HF + PEFT, no Trainer) on
+architecture, and the raw loop of `harness/lora_reference.py` (Unsloth or HF + PEFT, no Trainer) on
 the same architecture, batch and device, each in its own process so neither sees the other's memory.
 Printed: tokens/s, model TFLOP/s (4·N per token for LoRA, N the frozen parameters), peak memory, the
 ratio. `bench_dpo` does the same for a DPO step (`harness.stages.dpo.train_dpo` against the script's
@@ -27,7 +27,7 @@ from harness.errors import HarnessError
 from harness.models import ARCHITECTURES
 
 MODES = ("lora", "qlora")
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "lora_reference.py"
+DEFAULT_REFERENCE = Path(__file__).resolve().parent / "lora_reference.py"  # run as a script, never imported
 
 
 def check_arch(arch: str) -> str:
@@ -164,7 +164,7 @@ def run_isolated(fn: str, **kwargs: Any) -> dict[str, Any]:
 
 def run_reference(arch: str, mode: str, *, batch_size: int, seq: int, steps: int, warmup: int, script: Path,
                   pairs: Path | None = None) -> dict[str, Any]:
-    """The raw loop of `benchmarks/lora_reference.py` (`run`, or `dpo` over `pairs`) on `random:<arch>`,
+    """The raw loop of `harness/lora_reference.py` (`run`, or `dpo` over `pairs`) on `random:<arch>`,
     written once to the model cache (`harness.models.materialize`)."""
     from harness.models import materialize, resolve_model
 

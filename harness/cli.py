@@ -378,7 +378,7 @@ def bench(arch: str = typer.Option("random:llama-3.2-1b", help="a random-init ar
           batch_size: int = typer.Option(4, "--batch-size"), seq: int = typer.Option(2048),
           steps: int = typer.Option(10, help="timed steps (median)"), warmup: int = typer.Option(3),
           method: str = typer.Option("sft", help="sft (the SFT step) or dpo (a DPO step over random pairs)"),
-          reference: Optional[Path] = typer.Option(None, help="the raw loop (default benchmarks/lora_reference.py)"),
+          reference: Optional[Path] = typer.Option(None, help="the raw loop (default harness/lora_reference.py)"),
           no_reference: bool = typer.Option(False, "--no-reference", help="measure the harness path only"),
           repeat: int = typer.Option(1, help="alternate harness and raw loop this many times (the spread)"),
           eval_: bool = typer.Option(False, "--eval", help="time eval generation batched vs one at a time instead"),

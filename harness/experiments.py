@@ -1,9 +1,14 @@
-"""Registered experiments: every `*.yaml` in an experiments folder is one; adding one is adding a file."""
+"""Registered experiments: every `*.yaml` in an experiments folder is one; adding one is adding a file.
+
+The ones shipped with the code are edited in the repository's top-level `experiments/` folder and
+ship as the package data `harness.registered` (a link to that folder in a checkout, its copy in a wheel).
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -14,7 +19,7 @@ from harness.errors import SpecError
 def experiment_dirs() -> list[Path]:
     """`$HARNESS_EXPERIMENTS` (os.pathsep-separated), ./experiments, then the ones shipped with the code."""
     dirs = [Path(p) for p in os.environ.get("HARNESS_EXPERIMENTS", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "experiments", Path(__file__).resolve().parent.parent / "experiments"]
+    dirs += [Path.cwd() / "experiments", shipped_dir()]
     seen, out = set(), []
     for d in dirs:
         key = d.resolve()
@@ -22,6 +27,13 @@ def experiment_dirs() -> list[Path]:
             seen.add(key)
             out.append(d)
     return out
+
+
+def shipped_dir() -> Path:
+    """The experiments shipped with the code (the package data `harness.registered`), links resolved:
+    in a checkout, the `experiments/` folder itself."""
+    # A wheel installs unpacked and a checkout links the folder, so the resource is a real directory.
+    return Path(str(resources.files("harness") / "registered")).resolve()
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ def ensure_converter(*, quiet: bool = True) -> Path:
         if proc.returncode != 0 or not sdists:
             raise HarnessError(
                 f"could not fetch llama.cpp's GGUF converter: `pip download` of the {LLAMA_CPP_DIST}=={version} "
-                f"sdist failed (it needs PyPI once; run scripts/install.sh while online):\n"
+                f"sdist failed (the first GGUF export needs PyPI, or scripts/install.sh run while online):\n"
                 f"{_tail(proc.stdout + proc.stderr)}")
         sdist = sdists[0]
         extracted = work / "converter"

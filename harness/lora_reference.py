@@ -1,7 +1,7 @@
 """The raw training loops `harness bench` measures the harness against: no Trainer, no callbacks.
 
-    python benchmarks/lora_reference.py run MODE DIR          # LoRA/QLoRA steps, one JSON line
-    python benchmarks/lora_reference.py dpo MODE DIR PAIRS    # DPO steps over PAIRS (JSONL), one JSON line
+    python harness/lora_reference.py run MODE DIR          # LoRA/QLoRA steps, one JSON line
+    python harness/lora_reference.py dpo MODE DIR PAIRS    # DPO steps over PAIRS (JSONL), one JSON line
 
 DIR is a model directory (weights, config, tokenizer); `harness bench` writes `random:<arch>` there
 (`harness.models.materialize`). Environment: BS (sequences, or pairs for dpo), SEQ (tokens per sequence),
