@@ -26,6 +26,7 @@ import numpy as np
 from analysis.compare import Comparison, Level, PairedScores, pair_statistics, paired_scores
 from analysis.errors import AnalysisError, NaNScoreError, UnpairedItemsError
 from analysis.load import SEED_PARAMS, Study, arm_label, load_study
+from harness.evaluation.metrics import score_spec
 from harness.results import forgetting_base_key, read_json, read_jsonl
 
 Refused = tuple[str, str, str]  # (a, b, reason)
@@ -112,8 +113,9 @@ def _task_scores(members: list[_Capability], task: str) -> PairedScores:
     for name, values in ((label, a), ("base", b)):
         if np.isnan(values).any():
             raise NaNScoreError(f"'{name}' has missing 'correct' on {int(np.isnan(values).sum())} items of '{task}'")
-    return PairedScores(label, "base", f"{task} acc", a, np.repeat(b, len(members), axis=0),
-                        tuple(m.seed for m in members), tuple(doc_ids), None)
+    metric = f"{task} acc"  # lm-eval accuracy, declared by harness.evaluation.metrics.external
+    return PairedScores(label, "base", metric, a, np.repeat(b, len(members), axis=0),
+                        tuple(m.seed for m in members), tuple(doc_ids), None, score_spec(metric).range_of((1.0, -1.0)))
 
 
 def forgetting_comparisons(study_dir: Path, varying: list[str], *, level: Level = "item", confidence: float = 0.95,

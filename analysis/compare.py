@@ -20,11 +20,15 @@ Which statistics (all from `harness.stats.paired`):
 - Holm–Bonferroni across all comparisons of one call; Cohen's d_z; the minimum detectable
   difference at 80% power for the number of units; the cluster-robust SE when items share a source.
 - Verdict: "better"/"worse" only when the adjusted p is below alpha and the CI excludes 0, else
-  "no detectable difference", with a note on power (CI inside ±MDE: underpowered).
+  "no detectable difference", with a note on power (CI inside ±MDE: underpowered). Which sign is
+  better is the metric's declared direction (`harness.evaluation.metrics.score_spec`): a drop of a
+  lower-is-better score is "better"; a descriptive score (a length) is only ever "higher" or "lower".
+  CIs stay within the range the metric declares (a paired difference of [0, 1] scores within [−1, 1]).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Sequence
 
@@ -34,10 +38,12 @@ import pandas as pd
 from analysis.errors import (AnalysisError, MissingSeedsError, NaNScoreError, UnknownArmError,
                              UnpairedItemsError)
 from analysis.load import SCORE_PREFIX, Study
+from harness.evaluation.metrics import score_spec
 from harness.stats import paired
 
 Level = Literal["item", "seed"]
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"
+HIGHER, LOWER = "higher", "lower"  # the verdicts of a descriptive score: a difference, not an improvement
 _SHOW = 5  # item ids quoted in an error message
 
 
@@ -87,6 +93,8 @@ class PairedScores:
     seeds: tuple[int, ...]
     item_ids: tuple[str, ...]
     clusters: np.ndarray | None  # one label per item when some items share a source, else None
+    # The range each cell of `a - b` can take (from the metric's declared range); ±inf where unbounded.
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
     @property
     def item_diffs(self) -> np.ndarray:
@@ -189,7 +197,7 @@ def paired_scores(study: Study, a: str, b: str, metric: str, *, seeds: Sequence[
     matrix_a = rows_a.pivot(index="seed", columns="item_id", values=column).loc[seed_list, item_ids]
     matrix_b = rows_b.pivot(index="seed", columns="item_id", values=column).loc[seed_list, item_ids]
     return PairedScores(a, b, metric, matrix_a.to_numpy(float), matrix_b.to_numpy(float), tuple(seed_list),
-                        tuple(item_ids), _shared_clusters(rows_a, item_ids))
+                        tuple(item_ids), _shared_clusters(rows_a, item_ids), score_spec(metric).range_of((1.0, -1.0)))
 
 
 def pair_statistics(scores: PairedScores, *, level: Level = "item", confidence: float = 0.95,
@@ -214,11 +222,11 @@ def pair_statistics(scores: PairedScores, *, level: Level = "item", confidence: 
     units_name = "clusters" if clusters is not None else "items"
     if n_seeds >= 2:
         ci = paired.hierarchical_bootstrap_ci(scores.a - scores.b, clusters=clusters, confidence=confidence,
-                                              n_resamples=n_resamples, seed=seed)
+                                              n_resamples=n_resamples, seed=seed, bounds=scores.bounds)
         ci_method = f"hierarchical bootstrap ({n_seeds} seeds × {units_name})"
     else:
         ci = paired.paired_bootstrap_ci(scores.item_diffs, clusters=clusters, confidence=confidence,
-                                        n_resamples=n_resamples, seed=seed)
+                                        n_resamples=n_resamples, seed=seed, bounds=scores.bounds)
         ci_method = f"paired bootstrap over {units_name}"
 
     item_diffs = scores.item_diffs
@@ -259,8 +267,11 @@ def _fmt(x: float) -> str:
     return f"{x:+.3f}" if np.isfinite(x) else "n/a"
 
 
-def judge(c: Comparison, *, alpha: float = 0.05, higher_is_better: bool = True) -> Comparison:
+def judge(c: Comparison, *, alpha: float = 0.05) -> Comparison:
     """Fill `verdict` and `note`: better/worse needs the adjusted p below alpha *and* a CI excluding 0.
+
+    Which sign is better is `c.metric`'s declared direction; a descriptive metric's detected difference
+    is "higher" or "lower", never better or worse.
 
     The tests treat items (or seeds) as independent; the CI also counts seed-to-seed variation and
     shared sources. When they disagree the weaker claim is the honest one.
@@ -282,7 +293,8 @@ def judge(c: Comparison, *, alpha: float = 0.05, higher_is_better: bool = True) 
                      + (f": {' and '.join(sources)} could explain the difference" if sources else ""))
         significant = False
     if significant:
-        verdict = BETTER if (c.diff > 0) == higher_is_better else WORSE
+        improves = score_spec(c.metric).improves(c.diff)
+        verdict = (HIGHER if c.diff > 0 else LOWER) if improves is None else BETTER if improves else WORSE
     else:
         verdict = NO_DIFFERENCE
         units = (f"{c.n_seeds} seeds" if c.level == "seed" else
@@ -302,18 +314,15 @@ def judge(c: Comparison, *, alpha: float = 0.05, higher_is_better: bool = True) 
     return replace(c, verdict=verdict, note="; ".join(notes))
 
 
-def adjust(comparisons: Sequence[Comparison], *, alpha: float = 0.05,
-           higher_is_better: bool = True) -> list[Comparison]:
+def adjust(comparisons: Sequence[Comparison], *, alpha: float = 0.05) -> list[Comparison]:
     """Holm–Bonferroni across `comparisons` (one table), then verdicts."""
     adjusted = paired.holm([c.p for c in comparisons])
-    return [judge(replace(c, p_adjusted=float(p)), alpha=alpha, higher_is_better=higher_is_better)
-            for c, p in zip(comparisons, adjusted)]
+    return [judge(replace(c, p_adjusted=float(p)), alpha=alpha) for c, p in zip(comparisons, adjusted)]
 
 
 def compare(study: Study, pairs: Sequence[tuple[str, str]], metric: str, *, level: Level = "item",
             seeds: Sequence[int] | None = None, alpha: float = 0.05, confidence: float = 0.95,
-            n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0,
-            higher_is_better: bool = True) -> list[Comparison]:
+            n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0) -> list[Comparison]:
     """Compare each `(a, b)` arm-label pair on `metric` (diff = a - b), Holm-adjusted across `pairs`.
 
     Raises `UnpairedItemsError` when two arms answered different items (or splits, or seeds),
@@ -321,7 +330,7 @@ def compare(study: Study, pairs: Sequence[tuple[str, str]], metric: str, *, leve
     """
     results = [pair_statistics(paired_scores(study, a, b, metric, seeds=seeds), level=level, confidence=confidence,
                          n_resamples=n_resamples, seed=seed, alpha=alpha) for a, b in pairs]
-    return adjust(results, alpha=alpha, higher_is_better=higher_is_better)
+    return adjust(results, alpha=alpha)
 
 
 @dataclass(frozen=True)
@@ -341,15 +350,17 @@ class Quality:
 def matrix_quality(label: str, metric: str, matrix: np.ndarray, clusters: np.ndarray | None = None, *,
                    confidence: float = 0.95, n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0) -> Quality:
     """Mean of a seeds × items score matrix (one arm's, or an average of several) with its bootstrap CI:
-    hierarchical over seeds and items with two or more seeds, else over items (whole clusters if shared)."""
+    hierarchical over seeds and items with two or more seeds, else over items (whole clusters if shared);
+    within `metric`'s declared range, which holds every average of its scores."""
     n_seeds, n_items = matrix.shape
+    bounds = score_spec(metric).range_of((1.0,))
     if n_seeds >= 2:
         lo, hi = paired.hierarchical_bootstrap_ci(matrix, clusters=clusters, confidence=confidence,
-                                                  n_resamples=n_resamples, seed=seed)
+                                                  n_resamples=n_resamples, seed=seed, bounds=bounds)
         method = "hierarchical bootstrap"
     else:
         lo, hi = paired.paired_bootstrap_ci(matrix[0], clusters=clusters, confidence=confidence,
-                                            n_resamples=n_resamples, seed=seed)
+                                            n_resamples=n_resamples, seed=seed, bounds=bounds)
         method = "bootstrap over items"
     return Quality(label, metric, float(matrix.mean()), lo, hi, n_items, n_seeds, method)
 
@@ -370,7 +381,7 @@ def quality(study: Study, label: str, metric: str, *, confidence: float = 0.95,
     per_item = rows.groupby("item_id")[column].mean()
     clusters = _shared_clusters(rows, list(per_item.index))
     lo, hi = paired.paired_bootstrap_ci(per_item.to_numpy(float), clusters=clusters, confidence=confidence,
-                                        n_resamples=n_resamples, seed=seed)
+                                        n_resamples=n_resamples, seed=seed, bounds=score_spec(metric).range_of((1.0,)))
     return Quality(label, metric, float(rows[column].mean()), lo, hi, len(per_item), len(by_seed),
                    "bootstrap over items")
 

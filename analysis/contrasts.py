@@ -35,6 +35,7 @@ from analysis.compare import (Comparison, Level, PairedScores, Quality, adjust, 
                               paired_scores, quality)
 from analysis.errors import AnalysisError, UnpairedItemsError
 from analysis.load import Study
+from harness.evaluation.metrics import score_spec
 from harness.stats import paired
 from harness.stats.factors import check_reference, distinct_levels, format_value, same_level
 
@@ -252,7 +253,9 @@ def linear_contrast(study: Study, metric: str, a: Mapping[str, float], b: Mappin
     side = lambda weights: sum((w * matrices[label] for label, w in weights.items()), zero)  # noqa: E731
     dropped = set.union(*seed_sets) - set(common)
     note = f"on the seeds every cell has, {common} (without {sorted(dropped)})" if dropped else ""
-    return PairedScores(a_label, b_label, metric, side(a), side(b), tuple(common), item_ids, clusters), note
+    # The contrast's own range (a slope's weights are not a difference of two means): from the metric's.
+    bounds = score_spec(metric).range_of(a.get(label, 0.0) - b.get(label, 0.0) for label in labels)
+    return PairedScores(a_label, b_label, metric, side(a), side(b), tuple(common), item_ids, clusters, bounds), note
 
 
 def _missing(study: Study, design: _Design, fixed: Mapping[int, int]) -> str:

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from analysis.compare import Comparison, Quality
 from analysis.contrasts import Factor, LevelMean, slug
 from analysis.load import SCORE_PREFIX, Study
+from harness.evaluation.metrics import HIGHER, LOWER, display_name, score_spec
 from harness.stats.factors import format_value, same_level
 
 STYLE = {
@@ -30,7 +31,10 @@ STYLE = {
     "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.4, "savefig.dpi": 200,
     "pdf.fonttype": 42,  # TrueType, not Type 3, in PDFs: editable text, accepted by ACM/IEEE checks
 }
-VERDICT_COLOURS = {"better": "#1b7837", "worse": "#b2182b", "no detectable difference": "#7f7f7f"}
+# A descriptive metric's "higher" and "lower" get colours that say neither good nor bad.
+VERDICT_COLOURS = {"better": "#1b7837", "worse": "#b2182b", "higher": "#2166ac", "lower": "#8073ac",
+                   "no detectable difference": "#7f7f7f"}
+UNIT_PANEL = "scores in [0, 1]"
 RANK_PARAM = "lora.r"
 
 
@@ -161,8 +165,8 @@ def quality_vs_rank(study: Study, qualities: Sequence[Quality], metric: str, out
         ax.set_xticks(ranks, [f"{r:g}" for r in ranks])
         ax.minorticks_off()
         ax.set_xlabel("LoRA rank r (log scale)")
-        ax.set_ylabel(f"{metric} (mean over items)")
-        ax.set_title(f"{metric} vs LoRA rank, 95% CI bands")
+        ax.set_ylabel(f"{display_name(metric)} (mean over items)")
+        ax.set_title(f"{display_name(metric)} vs LoRA rank, 95% CI bands")
         ax.legend(frameon=False)
     return _save(fig, out_dir, name, f"Mean {metric} against LoRA rank; shaded: bootstrap 95% CI "
                                      "(seeds × items when there are several seeds).")
@@ -178,12 +182,18 @@ def pareto_front(table: pd.DataFrame, metric: str, out_dir: Path, *, name: str =
         x_col, x_label = "cost_per_1k_calls", "cost per 1K calls ($)"
     else:
         x_col, x_label = "device_s_per_item", "device seconds per item (batch time shared by its items)"
+    spec = score_spec(metric)
+    if spec.descriptive:
+        return _skip(name, f"{metric} is descriptive (neither direction is better): no quality to trade off")
     data = table.dropna(subset=[x_col, "quality"])
     if len(data) < 2:
         return _skip(name, f"fewer than two arms with both {metric} and {x_label}")
-    # An arm is on the front when no other arm is at least as cheap and at least as good, and better in one.
+    # An arm is on the front when no other arm is at least as cheap and at least as good, and better in one;
+    # "good" by the metric's declared direction.
     x, y = data[x_col].to_numpy(float), data["quality"].to_numpy(float)
-    on_front = np.array([not np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i]))) for i in range(len(x))])
+    good = y if spec.direction == HIGHER else -y
+    on_front = np.array([not np.any((x <= x[i]) & (good >= good[i]) & ((x < x[i]) | (good > good[i])))
+                         for i in range(len(x))])
     with matplotlib.rc_context(STYLE):
         fig, axes = _figure()
         ax = axes[0, 0]
@@ -197,11 +207,12 @@ def pareto_front(table: pd.DataFrame, metric: str, out_dir: Path, *, name: str =
             ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
         _score_ylim(ax, [*data["quality_ci_low"], *data["quality_ci_high"]])
         ax.set_xlabel(x_label)
-        ax.set_ylabel(f"{metric} (mean over items)")
-        ax.set_title(f"{'cost' if x_col == 'cost_per_1k_calls' else 'speed'}–quality trade-off ({metric})")
+        ax.set_ylabel(f"{display_name(metric)} (mean over items)")
+        ax.set_title(f"{'cost' if x_col == 'cost_per_1k_calls' else 'speed'}–quality trade-off "
+                     f"({display_name(metric)})")
         ax.legend(frameon=False)
     return _save(fig, out_dir, name, f"Mean {metric} (95% CI) against {x_label}; orange: arms no other arm beats "
-                                     "on both.")
+                                     "on both" + (f" (lower {metric} is better)." if spec.direction == LOWER else "."))
 
 
 def paired_seed_dots(study: Study, comparisons: Sequence[Comparison], out_dir: Path, *,
@@ -232,30 +243,38 @@ def paired_seed_dots(study: Study, comparisons: Sequence[Comparison], out_dir: P
             ax.set_xlabel(f"Δ={c.diff:+.3f}, {c.verdict}", fontsize=7)
         _score_ylim(axes.flat[0], drawn)  # the panels share y
         for ax in axes[:, 0]:
-            ax.set_ylabel(f"{comparisons[0].metric} (per-seed mean)")
+            ax.set_ylabel(f"{display_name(comparisons[0].metric)} (per-seed mean)")
     return _save(fig, out_dir, name, "Per-seed mean of each arm; a line joins the two arms' results for one seed.")
+
+
+def delta_panels(comparisons: Sequence[Comparison]) -> dict[str, list[Comparison]]:
+    """The panels of a delta-bar figure by the metrics' declared ranges: every score declared in [0, 1] on one
+    axis (`UNIT_PANEL`), each other metric (a word count, a grade on a rubric's scale) on its own axis: on one
+    axis a count would flatten every score to nothing. Keys are the panels' names, in drawing order."""
+    panels: dict[str, list[Comparison]] = {}
+    for c in sorted(comparisons, key=lambda c: not score_spec(c.metric).unit_interval):  # stable: order kept
+        panels.setdefault(UNIT_PANEL if score_spec(c.metric).unit_interval else c.metric, []).append(c)
+    return panels
 
 
 def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = "deltas",
                title: str = "difference vs baseline") -> FigureFiles:
-    """Horizontal bars of each Δ = A − B with its CI, coloured by verdict (quantisation, forgetting, ...).
-    Differences of scores in [0, 1] and those on another scale (a word count) get separate panels, each
-    with its own axis: on one axis the counts would flatten every score to nothing."""
+    """Horizontal bars of each Δ = A − B with its CI, coloured by verdict (quantisation, forgetting, ...),
+    on the panels of `delta_panels`."""
     comparisons = list(comparisons)
     if not comparisons:
         return _skip(name, "no comparisons to draw")
     metrics = {c.metric for c in comparisons}
-    in_unit = [all(abs(v) <= 1 for v in (c.diff, c.ci_low, c.ci_high) if np.isfinite(v)) for c in comparisons]
-    groups = [g for g in ([c for c, u in zip(comparisons, in_unit) if u],
-                          [c for c, u in zip(comparisons, in_unit) if not u]) if g]
+    panels = delta_panels(comparisons)
+    groups = list(panels.values())
     # Arm labels of several factors are long: wrapped at their commas, they leave the bars room.
     label = lambda c: (textwrap.fill(f"{c.a} − {c.b}".replace(",", ", "), 50)  # noqa: E731
-                       + ("" if len(metrics) == 1 else f" ({c.metric})"))
+                       + ("" if len(metrics) == 1 else f" ({display_name(c.metric)})"))
     lines = max(label(c).count("\n") + 1 for c in comparisons)
     with matplotlib.rc_context(STYLE):
         fig, axes = _figure(5.5 if lines == 1 else 7.5, (0.3 + 0.15 * lines) * len(comparisons) + 1.2 * len(groups),
                             nrows=len(groups), gridspec_kw={"height_ratios": [len(g) + 1 for g in groups]})
-        for ax, group in zip(axes[:, 0], groups):
+        for ax, (panel, group) in zip(axes[:, 0], panels.items()):
             y = np.arange(len(group))[::-1]
             diffs = np.array([c.diff for c in group])
             err = np.vstack([diffs - [c.ci_low for c in group], [c.ci_high for c in group] - diffs])
@@ -264,7 +283,7 @@ def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = 
             ax.axvline(0, color="black", linewidth=0.8)
             ax.set_yticks(y, [label(c) for c in group], fontsize=8 if lines == 1 else 6.5)
             shown = {c.metric for c in group}
-            unit = next(iter(shown)) if len(shown) == 1 else "metric"
+            unit = display_name(next(iter(shown))) if len(shown) == 1 else panel.replace("scores", "score")
             ax.set_xlabel(f"Δ {unit} (A − B, 95% CI)")
         # Over the figure, not the axes: long arm labels leave the axes narrow, and its title would be cut.
         fig.suptitle(textwrap.fill(title, 70), fontsize=STYLE["axes.titlesize"])
@@ -272,8 +291,9 @@ def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = 
                    if any(c.verdict == v for c in comparisons)]
         axes[0, 0].legend(handles=handles, frameon=False, loc="best")
     return _save(fig, out_dir, name, f"{title}: bars are Δ = A − B, whiskers the 95% CI; colour is the verdict "
-                                     "after Holm adjustment" + ("; scores in [0, 1] and other scales in separate "
-                                                                "panels." if len(groups) > 1 else "."))
+                                     "after Holm adjustment" + ("; scores declared in [0, 1] share a panel, every "
+                                                                "other metric has its own." if len(groups) > 1
+                                                                else "."))
 
 
 def factor_levels(means: Sequence[LevelMean], factor: Factor, metric: str, out_dir: Path, *,
@@ -326,7 +346,7 @@ def factor_levels(means: Sequence[LevelMean], factor: Factor, metric: str, out_d
             ax.legend(frameon=False, fontsize=6.5, title_fontsize=6.5,
                       title=f"no complete trial at {by}={', '.join(missing)}" if missing else None)
         _score_ylim(axes.flat[0], drawn)
-        axes[0, 0].set_ylabel(f"{metric} (mean, 95% CI)")
+        axes[0, 0].set_ylabel(f"{display_name(metric)} (mean, 95% CI)")
         fig.suptitle(f"{metric} at each level of {factor.name} (dotted: reference {format_value(factor.reference)})",
                      fontsize=STYLE["axes.titlesize"])
     return _save(fig, out_dir, name, f"Mean {metric} at every level of {factor.name} with bootstrap 95% CIs (seeds × "

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Study
+from harness.evaluation.metrics.external import JUDGE_GRADE, JUDGE_WIN_RATE
 from harness.results import read_json, read_jsonl
 from harness.stats.paired import holm, paired_bootstrap_ci
 
@@ -57,6 +58,14 @@ def _gather(acc: dict[str, Any], rows: list[dict[str, Any]], value_key: str, sum
     return judged
 
 
+def _grade_bounds(scale: Any) -> tuple[float, float]:
+    """A rubric grade's range: the scale the grades were given on (`[min, max]`, recorded with them), else the
+    declared one."""
+    if isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale):
+        return float(scale[0]), float(scale[1])
+    return JUDGE_GRADE.range_of((1.0,))
+
+
 def judge_tables(study: Study, *, alpha: float = 0.05, confidence: float = 0.95, n_resamples: int = 2000,
                  seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pairwise table, single-grade table); empty frames when no trial ran a judge.
@@ -89,7 +98,8 @@ def judge_tables(study: Study, *, alpha: float = 0.05, confidence: float = 0.95,
         n = len(acc["values"])
         values = np.asarray(acc["values"], dtype=float)
         low, high = (paired_bootstrap_ci(values, clusters=acc["clusters"], confidence=confidence,
-                                         n_resamples=n_resamples, seed=seed) if n > 1 else (float("nan"),) * 2)
+                                         n_resamples=n_resamples, seed=seed, bounds=JUDGE_WIN_RATE.range_of((1.0,)))
+                     if n > 1 else (float("nan"),) * 2)
         decisive = acc["wins"] + acc["losses"]
         p = binomtest(acc["wins"], decisive, 0.5).pvalue if decisive else float("nan")
         rows.append({"a": a, "b": b, "n": n, "wins": acc["wins"], "losses": acc["losses"], "ties": acc["ties"],
@@ -110,8 +120,8 @@ def judge_tables(study: Study, *, alpha: float = 0.05, confidence: float = 0.95,
     for label, acc in single_rows.items():
         scores = np.asarray(acc["values"], dtype=float)
         low, high = (paired_bootstrap_ci(scores, clusters=acc["clusters"], confidence=confidence,
-                                         n_resamples=n_resamples, seed=seed) if len(scores) > 1
-                     else (float("nan"),) * 2)
+                                         n_resamples=n_resamples, seed=seed, bounds=_grade_bounds(acc["scale"]))
+                     if len(scores) > 1 else (float("nan"),) * 2)
         singles.append({"arm": label, "n": len(scores), "mean_grade": float(scores.mean()) if len(scores) else
                         float("nan"), "ci_low": low, "ci_high": high, "scale": acc["scale"], "failed": acc["failed"],
                         "unparsed": acc["unparsed"], "cost_usd": acc["cost"], "self_agreement": _mean(acc["self"]),

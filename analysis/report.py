@@ -1,10 +1,12 @@
 """`results/<study>/report.md` (tables and figures for the write-up) and `report.json` (every number).
 
 The report compares every arm with its baseline on the headline metric (one Holm family), repeats
-that on the secondary summary metrics (a second family), on any named groups of extra pairs the
-caller passes, and — when the study has them — on the forgetting check (`forgetting/`) and the
-quantisation deltas (folders with `quant.json`); each is its own Holm family with a delta-bar figure.
-Tables land in `report/tables/`, figures in `report/figures/`.
+that on the secondary metrics that have a direction (a second family: which way is better is each
+metric's declared direction, `harness.evaluation.metrics.score_spec`), on the descriptive metrics (a
+length: differences, never improvements, in a family of their own), on any named groups of extra
+pairs the caller passes, and — when the study has them — on the forgetting check (`forgetting/`) and
+the quantisation deltas (folders with `quant.json`); each is its own Holm family with a delta-bar
+figure. Tables land in `report/tables/`, figures in `report/figures/`.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from analysis import figures, tables
 from analysis.capabilities import forgetting_comparisons, quantization_comparisons
 from analysis.contrasts import (INTERACTION, MAIN, SIMPLE, TREND, ContrastFamily, Contrasts, slug as fam_slug,
                                 study_contrasts)
-from analysis.compare import (Comparison, Level, Quality, adjust, comparisons_frame, pair_statistics,
-                              paired_scores, quality)
+from analysis.compare import (HIGHER, LOWER, Comparison, Level, Quality, adjust, comparisons_frame,
+                              pair_statistics, paired_scores, quality)
 from analysis.errors import AnalysisError, UnknownArmError
 from analysis.judging import judge_markdown, judge_tables
 from analysis.load import SCORE_PREFIX, Study, load_study
+from harness.evaluation.metrics import ScoreSpec, is_declared, score_spec
 from harness.results import write_atomic, write_json
 from harness.stats.factors import format_value
 from harness.stats.paired import DEFAULT_RESAMPLES
@@ -122,6 +125,36 @@ def run_family(study: Study, name: str, title: str, pairs: Sequence[tuple[str, s
     adjusted = adjust([c for c, _ in results], alpha=alpha)
     merged = [replace(c, note="; ".join(filter(None, [extra, c.note]))) for c, (_, extra) in zip(adjusted, results)]
     return Family(name, title, merged, refused)
+
+
+def secondary_metrics(study: Study, headline: str) -> tuple[list[str], list[str]]:
+    """(metrics with a direction, descriptive metrics) to compare besides `headline`: the summary metrics, then
+    every other metric the spec declared (chrf, rouge_l, format.*, words, ...); not the per-field scores,
+    which the field table shows. A descriptive metric never joins the family of improvements."""
+    metrics = [m for m in dict.fromkeys((*SUMMARY_METRICS, *study.score_metrics))
+               if m in study.score_metrics and m != headline and not m.startswith("field.")]
+    return ([m for m in metrics if not score_spec(m).descriptive], [m for m in metrics if score_spec(m).descriptive])
+
+
+def scores_section(metrics: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Markdown lines and report.json's `scores`: what each compared score means, one row per declaration
+    (a pattern such as `field.*` once), with the keys no one declared said to be read as descriptive."""
+    declared: dict[str, ScoreSpec] = {}
+    for m in metrics:
+        spec = score_spec(m)
+        declared.setdefault(spec.key, spec)
+    better = {"higher": "higher", "lower": "lower", "neither": "neither (descriptive)"}
+    lines = ["## Scores", "", "What each compared score means, as its metric declares it: the direction decides "
+             "which Δ is better (a descriptive score's Δ is only higher or lower), the range bounds every CI.", "",
+             "| score | name | better when | range | aggregation over items |", "|---|---|---|---|---|"]
+    for key, spec in declared.items():
+        lines.append(f"| `{key}` | {spec.display.replace('{}', '…')} | {better[spec.direction]} | "
+                     f"{spec.range_text()} | {spec.aggregation} |")
+    unknown = [m for m in metrics if not is_declared(m)]
+    if unknown:
+        lines += ["", f"- no metric declares {', '.join(f'`{m}`' for m in unknown)}: read as descriptive and "
+                      "unbounded (a Δ with its CI, never better or worse)."]
+    return lines + [""], {key: spec.to_dict() for key, spec in declared.items()}
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -282,7 +315,9 @@ McNemar's exact test for binary per-item scores with one seed, otherwise the Wil
 a source, the permutation test flipping whole clusters is the test of record (the item test would
 count correlated items as independent evidence) and the MDE counts clusters, not items. p-values are
 Holm–Bonferroni adjusted within each table. The verdict is "better" or "worse" only when the adjusted p
-is below α = {alpha} and the CI excludes 0; otherwise "no detectable difference", with a note saying
+is below α = {alpha} and the CI excludes 0 — which sign is better is the metric's declared direction (a
+drop of a lower-is-better score is better), and a descriptive score (a length) is only ever "higher" or
+"lower" — otherwise "no detectable difference", with a note saying
 whether the eval was underpowered: the MDE is the smallest true difference a paired test on this many
 units detects with 80% power (two-sided α). Effect size is Cohen's d_z (mean difference over the SD of
 the per-unit differences). Cost per 1K calls is the measured device time per item (a batch's time
@@ -331,6 +366,9 @@ def when_to_use(comparisons: Sequence[Comparison], arms, metric: str, confidence
         elif c.verdict == "worse":
             advice = (f"Use {c.b} where {metric} matters more than the difference in cost and latency; "
                       f"{c.a} is measurably worse.")
+        elif c.verdict in (HIGHER, LOWER):
+            advice = (f"{metric} is descriptive (neither direction is better): it does not choose between them; "
+                      "the cost and latency do.")
         else:
             advice = (f"No difference in {metric} was detected at this sample size (smallest detectable difference "
                       f"≈ {c.mde:.3f}); if that bound is acceptable, the cheaper and faster arm is the choice.")
@@ -362,13 +400,12 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
 
     pairs, pair_notes = baseline_pairs(study, baseline)
     headline = run_family(study, "headline", f"Comparisons vs baseline: {metric}", pairs, [metric], **options)
-    # The summary metrics, then any other metric the spec declared (chrf, rouge_l, format.*, ...).
-    secondary_metrics = [m for m in (*SUMMARY_METRICS, *study.score_metrics)
-                         if m in study.score_metrics and m != metric and not m.startswith("field.")]
-    secondary_metrics = list(dict.fromkeys(secondary_metrics))
-    secondary = run_family(study, "secondary", "Secondary metrics vs baseline", pairs, secondary_metrics, **options)
-    extra = [run_family(study, name, f"{name}: comparisons", group_pairs, [metric], **options)
-             for name, group_pairs in (groups or {}).items()]
+    directed, descriptive = secondary_metrics(study, metric)
+    secondary = run_family(study, "secondary", "Secondary metrics vs baseline", pairs, directed, **options)
+    extra = [run_family(study, "descriptive", "Descriptive metrics vs baseline (differences, not improvements)",
+                        pairs, descriptive, **options)] if descriptive else []
+    extra += [run_family(study, name, f"{name}: comparisons", group_pairs, [metric], **options)
+              for name, group_pairs in (groups or {}).items()]
     for name, title, (found, refused) in (
             ("forgetting", "Forgetting: general capabilities, adapter vs base (lm-eval accuracy)",
              forgetting_comparisons(study_dir, study.varying_params, **options)),
@@ -459,7 +496,9 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
     drawn.update(contrast_figures)
     skipped = {f.name: f.skipped for f in drawn.values() if f.skipped}
     md += [f"- {name} not drawn: {reason}" for name, reason in skipped.items()]
-    md += ["", METHOD.format(confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha)]
+    score_lines, score_meanings = scores_section(
+        list(dict.fromkeys([*study.score_metrics, *(c.metric for fam in families for c in fam.comparisons)])))
+    md += ["", *score_lines, METHOD.format(confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha)]
     write_atomic(md_path, "\n".join(md))
 
     t = study.trials
@@ -487,7 +526,7 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
         "tables": {k: {"csv": _relative(v.csv, study_dir), "markdown": _relative(v.markdown, study_dir),
                        "latex": _relative(v.latex, study_dir)} for k, v in written.items()},
         "figures": {k: [_relative(p, study_dir) for p in v.paths] for k, v in drawn.items() if v},
-        "skipped_figures": skipped, "notes": [*study.notes, *pair_notes],
+        "skipped_figures": skipped, "notes": [*study.notes, *pair_notes], "scores": score_meanings,
         **({"judge": {"pairwise": json.loads(judge_pairwise.to_json(orient="records")),
                       "single": json.loads(judge_single.to_json(orient="records"))}}
            if not (judge_pairwise.empty and judge_single.empty) else {}),

@@ -15,9 +15,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.compare import Comparison, Quality
+from analysis.compare import NO_DIFFERENCE, Comparison, Quality
 from analysis.contrasts import INTERACTION, TREND, ContrastFamily
 from analysis.load import Study
+from harness.evaluation.metrics import display_name
 from harness.results import write_atomic
 from harness.stats.factors import format_value
 
@@ -175,7 +176,7 @@ def display_arm_table(table: pd.DataFrame, metric: str, *, confidence: float = 0
         "Arm": table["arm"],
         "Seeds": table["n_seeds"].astype(int).astype(str),
         "Items": table["n_items"].astype(int).astype(str),
-        f"{metric} [{level}]": [_interval(r.quality, r.quality_ci_low, r.quality_ci_high) for r in table.itertuples()],
+        f"{display_name(metric)} [{level}]": [_interval(r.quality, r.quality_ci_low, r.quality_ci_high) for r in table.itertuples()],
         f"Δ vs baseline [{level}]": [_interval(r.delta, r.delta_ci_low, r.delta_ci_high, signed=True)
                                      for r in table.itertuples()],
         "Baseline": table["baseline"].fillna(DASH),
@@ -196,7 +197,7 @@ def display_arm_table(table: pd.DataFrame, metric: str, *, confidence: float = 0
 def display_comparisons(comparisons: Sequence[Comparison], *, confidence: float = 0.95) -> pd.DataFrame:
     """Every comparison as formatted strings: Δ with CI, the test, raw/permutation/adjusted p, d_z, MDE."""
     return pd.DataFrame([{
-        "A": c.a, "B": c.b, "Metric": c.metric, "Items": str(c.n), "Seeds": str(c.n_seeds),
+        "A": c.a, "B": c.b, "Metric": display_name(c.metric), "Items": str(c.n), "Seeds": str(c.n_seeds),
         "mean A": _num(c.mean_a), "mean B": _num(c.mean_b),
         f"Δ = A − B [{confidence:.0%} CI]": _interval(c.diff, c.ci_low, c.ci_high, signed=True),
         "Test": c.test, "p": format_p(c.p), "perm. p": format_p(c.p_permutation), "adj. p": format_p(c.p_adjusted),
@@ -206,12 +207,21 @@ def display_comparisons(comparisons: Sequence[Comparison], *, confidence: float 
     } for c in comparisons])
 
 
+# A slope or a difference of differences is read by its sign, whatever the metric's direction: (positive,
+# negative, none detected).
 CONTRAST_VERDICTS = {
-    TREND: {"better": "rises with the level", "worse": "falls with the level", "no detectable difference":
-            "no detectable trend"},
-    INTERACTION: {"better": "larger effect at this level", "worse": "smaller effect at this level",
-                  "no detectable difference": "no detectable interaction"},
+    TREND: ("rises with the level", "falls with the level", "no detectable trend"),
+    INTERACTION: ("larger effect at this level", "smaller effect at this level", "no detectable interaction"),
 }
+
+
+def contrast_verdict(kind: str, c: Comparison) -> str:
+    """What a contrast found, in words that fit its kind: a trend rises or falls, an interaction's effect is larger
+    or smaller; a level contrast keeps the comparison's verdict (better or worse by the metric's direction)."""
+    if kind not in CONTRAST_VERDICTS:
+        return c.verdict
+    positive, negative, none = CONTRAST_VERDICTS[kind]
+    return none if c.verdict == NO_DIFFERENCE else positive if c.diff > 0 else negative
 
 
 def contrast_table(study: Study, family: ContrastFamily) -> pd.DataFrame:
@@ -261,8 +271,7 @@ def display_contrasts(study: Study, family: ContrastFamily, *, confidence: float
     for name in ("Items", "Seeds", "Test", "adj. p", "d_z", "MDE"):
         columns[name] = list(stats[name])
     # "better" and "worse" read wrongly for a slope or a difference of differences: say what was found.
-    words = CONTRAST_VERDICTS.get(family.kind, {})
-    columns["Verdict"] = [words.get(v, v) for v in stats["Verdict"]]
+    columns["Verdict"] = [contrast_verdict(family.kind, c.comparison) for c in family.contrasts]
     if family.kind not in (TREND, INTERACTION):
         costs = [(trials_cost(study, c.trials_a), trials_cost(study, c.trials_b)) for c in family.contrasts]
         columns["peak mem GB (A / B)"] = [_pair(a["peak_mem_gb"], b["peak_mem_gb"], 2) for a, b in costs]

@@ -295,17 +295,24 @@ def test_the_report_shows_each_arms_score_per_answer_field(study_dir):
     assert base.split(" | ")[1] == f"{want:.3f}"
 
 
-def test_delta_bars_put_a_count_metric_on_its_own_axis(tmp_path):
-    """A word-count Δ of −9 [−25, +9] beside score Δs in [0, 1] would flatten them: separate panels."""
+def test_delta_bars_put_metrics_on_panels_by_their_declared_range(tmp_path):
+    """Scores declared in [0, 1] share an axis; a word count (even one whose Δ and CI lie within ±1, which the old
+    |Δ| ≤ 1 rule put beside the scores) and a score nobody declared each get their own."""
     from types import SimpleNamespace
 
-    from analysis.figures import delta_bars
+    from analysis.figures import UNIT_PANEL, delta_bars, delta_panels
 
     def c(metric, diff, lo, hi):
         return SimpleNamespace(a="tuned", b="base", metric=metric, diff=diff, ci_low=lo, ci_high=hi, verdict="better")
 
-    scores = [c("rouge_l", 0.82, 0.80, 0.85), c("format_ok", 1.0, 1.0, 1.0)]
-    mixed = delta_bars([*scores, c("words", -9.1, -25.2, 8.6)], tmp_path, name="mixed")
+    scores = [c("rouge_l", 0.82, 0.80, 0.85), c("arc_easy_local acc", -0.02, -0.06, 0.01)]
+    words, kl = c("words", 0.4, -0.2, 0.9), c("kl_to_base", 0.3, 0.1, 0.5)
+    panels = delta_panels([words, scores[0], kl, c("words", -9.1, -25.2, 8.6), scores[1]])
+    assert list(panels) == [UNIT_PANEL, "words", "kl_to_base"]
+    assert [x.metric for x in panels[UNIT_PANEL]] == ["rouge_l", "arc_easy_local acc"]
+    assert [x.diff for x in panels["words"]] == [0.4, -9.1]
+    assert list(delta_panels(scores)) == [UNIT_PANEL] and list(delta_panels([words])) == ["words"]
+    mixed = delta_bars([*scores, words], tmp_path, name="mixed")
     alone = delta_bars(scores, tmp_path, name="alone")
-    assert mixed.caption.endswith("separate panels.") and not alone.caption.endswith("separate panels.")
+    assert "share a panel" in mixed.caption and "share a panel" not in alone.caption
     assert all(p.exists() for p in (*mixed.paths, *alone.paths))

@@ -243,3 +243,17 @@ def test_the_report_has_a_contrasts_section_with_tables_figures_and_costs(tmp_pa
     assert families["contrasts_model_load_in_4bit"]["rows"] == []
     assert "not run" in families["contrasts_model_load_in_4bit"]["refused"][0]["reason"]
     assert {c["family"] for c in data["comparisons"]} >= {"contrasts_lora_r", "trend_lora_r"}
+
+
+def test_a_trend_or_interaction_is_read_by_its_sign_whatever_the_metric_direction():
+    """A falling slope of a lower-is-better score is "better", yet it falls: the table says what was found."""
+    from types import SimpleNamespace
+
+    from analysis.tables import contrast_verdict
+
+    falling_errors = SimpleNamespace(diff=-0.4, verdict="better")
+    assert contrast_verdict(TREND, falling_errors) == "falls with the level"
+    assert contrast_verdict(INTERACTION, falling_errors) == "smaller effect at this level"
+    assert contrast_verdict(TREND, SimpleNamespace(diff=0.4, verdict="worse")) == "rises with the level"
+    assert contrast_verdict(TREND, SimpleNamespace(diff=0.4, verdict=NO_DIFFERENCE)) == "no detectable trend"
+    assert contrast_verdict(MAIN, falling_errors) == "better"

@@ -276,3 +276,63 @@ def test_an_arm_with_nan_scores_is_reported_not_fatal(tmp_path):
     assert [a["arm"] for a in data["arms"]] == ["base"]
     assert any("field_accuracy" in r["reason"] and "item-0000" in r["reason"] for r in data["refused"])
     assert "left out of the arm table" in paths.markdown.read_text()
+
+
+# ---------------------------------------------------------------- what each score means
+
+
+@pytest.fixture
+def edits_lower_is_better(monkeypatch):
+    """`edits` (edits from the answer to the reference) declared lower-is-better for this test only."""
+    import harness.evaluation.metrics as registry
+
+    registry.all_metrics()
+    monkeypatch.setattr(registry, "_SCORES", dict(registry._SCORES))
+    registry.declare_scores([registry.ScoreSpec("edits", "edits to the reference", registry.LOWER, 0.0, np.inf)],
+                            by="this test")
+
+
+def _with_length_and_edits(tmp_path: Path) -> Path:
+    """One seed, base and tuned: tuned answers 5-11 words longer (a real difference, but not a better one) and
+    needs 2 fewer edits on every item (lower is better: an improvement)."""
+    study_dir = write_synthetic_study(tmp_path, ranks=(16,), seeds=(0,), n_items=60, n_clusters=None,
+                                      failed_trial=False)
+    for path in study_dir.glob("trial-*/eval/*.jsonl"):
+        tuned = path.stem == "tuned"
+        write_jsonl(path, [{**r, "scores": {**r["scores"], "words": 40.0 + i % 9 + (5 + i % 7 if tuned else 0),
+                                            "edits": 5.0 + i % 3 - (2 if tuned else 0)}}
+                           for i, r in enumerate(read_jsonl(path))])
+    return study_dir
+
+
+def test_a_drop_of_a_lower_is_better_score_is_better_and_a_length_is_only_higher(tmp_path, edits_lower_is_better):
+    from analysis.report import secondary_metrics
+
+    study = load_study(_with_length_and_edits(tmp_path))
+    fewer, more = compare(study, [("tuned", "base"), ("base", "tuned")], "edits", n_resamples=200)
+    assert fewer.diff == -2.0 and (fewer.verdict, more.verdict) == ("better", "worse")
+    longer, shorter = compare(study, [("tuned", "base"), ("base", "tuned")], "words", n_resamples=200)
+    assert longer.diff > 5 and (longer.verdict, shorter.verdict) == ("higher", "lower")
+    # Unbounded scores: the CI is the bootstrap's, not cut at the range the items happened to span.
+    assert longer.ci_low < longer.diff < longer.ci_high
+    directed, descriptive = secondary_metrics(study, "field_accuracy")
+    assert "edits" in directed and "words" not in directed and descriptive == ["words"]
+
+
+@pytest.mark.slow
+def test_a_rendered_report_never_calls_a_length_better_or_worse(tmp_path, edits_lower_is_better):
+    paths = build_report(_with_length_and_edits(tmp_path), n_resamples=200)
+    data = json.loads(paths.json.read_text())
+    by_family: dict[str, dict[str, str]] = {}
+    for c in data["comparisons"]:
+        by_family.setdefault(c["family"], {})[c["metric"]] = c["verdict"]
+    assert "words" not in by_family["secondary"] and by_family["secondary"]["edits"] == "better"
+    assert by_family["descriptive"] == {"words": "higher"}
+    assert data["scores"]["words"] == {"key": "words", "display": "length (words)", "direction": "neither",
+                                       "low": 0.0, "high": None, "aggregation": "mean"}
+    assert data["scores"]["edits"]["direction"] == "lower" and data["scores"]["field.*"]["display"] == "field {}"
+    md = paths.markdown.read_text()
+    about_words = [line for line in md.splitlines() if "length (words)" in line or "`words`" in line]
+    assert len(about_words) >= 2  # its comparison row and its declared meaning
+    assert not [line for line in about_words if re.search(r"\b(better|worse)\b", line)], about_words
+    assert "## Descriptive metrics vs baseline" in md and "deltas_descriptive" in data["figures"]

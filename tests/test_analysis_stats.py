@@ -201,26 +201,41 @@ def test_hierarchical_bootstrap_counts_seed_variance():
 # 29 of 31 items go from wrong to right, two stay put: a real report's Δ exact match +0.935 [+0.847, +1.001].
 FLIPS = np.r_[np.ones(29), np.zeros(2)]
 BOUNDED_CIS = {
-    "items": lambda d: paired.paired_bootstrap_ci(d),
-    "clusters": lambda d: paired.paired_bootstrap_ci(d, clusters=np.arange(d.size) // 2),
-    "seeds": lambda d: paired.hierarchical_bootstrap_ci(np.vstack([d, d, np.roll(d, 1)])),
-    "seeds and clusters": lambda d: paired.hierarchical_bootstrap_ci(np.vstack([d, np.roll(d, 1)]),
-                                                                     clusters=np.arange(d.size) // 3),
+    "items": lambda d, b: paired.paired_bootstrap_ci(d, bounds=b),
+    "clusters": lambda d, b: paired.paired_bootstrap_ci(d, clusters=np.arange(d.size) // 2, bounds=b),
+    "seeds": lambda d, b: paired.hierarchical_bootstrap_ci(np.vstack([d, d, np.roll(d, 1)]), bounds=b),
+    "seeds and clusters": lambda d, b: paired.hierarchical_bootstrap_ci(np.vstack([d, np.roll(d, 1)]),
+                                                                        clusters=np.arange(d.size) // 3, bounds=b),
 }
+UNIT, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)  # the range of a mean of [0, 1] scores, and of a paired difference
 
 
 @pytest.mark.parametrize("method", sorted(BOUNDED_CIS))
-def test_bootstrap_cis_stay_within_the_range_of_the_scores(method):
+def test_bootstrap_cis_stay_within_the_declared_bounds(method):
     """A 0/1 difference near +1 (or one arm's 0/1 scores near 1) gets a CI ending at 1 at most, never past it,
     and likewise at the lower bound; so does a bounded continuous score near its bound."""
     ci = BOUNDED_CIS[method]
     for scores in (FLIPS, np.r_[np.ones(30), 0.0], np.r_[np.full(25, 1.0), np.linspace(0.6, 0.95, 6)]):
-        low, high = ci(scores)
-        assert scores.mean() - 0.25 < low < scores.mean() < high <= 1.0
-        low, high = ci(-scores)
+        for bounds in (UNIT, DIFFERENCE):
+            low, high = ci(scores, bounds)
+            assert scores.mean() - 0.25 < low < scores.mean() < high <= 1.0
+        low, high = ci(-scores, DIFFERENCE)
         assert -1.0 <= low < -scores.mean() < high
-        low, high = ci(1 - scores)  # the other arm's mean near 0
+        low, high = ci(1 - scores, UNIT)  # the other arm's mean near 0
         assert 0.0 <= low < 1 - scores.mean() < high
+
+
+@pytest.mark.parametrize("method", sorted(BOUNDED_CIS))
+def test_an_unbounded_score_is_not_cut_at_the_largest_value_seen(method):
+    """Word counts piled at 10 with one 0: the variance correction carries the upper draws past 10, the most any
+    item scored; the mean of an unbounded score can lie there, so without bounds the CI keeps them. With the
+    same values declared in [0, 10] it ends at 10, and no bound is ever drawn in from outside."""
+    ci = BOUNDED_CIS[method]
+    words = 10 * np.r_[np.ones(30), 0.0]
+    unbounded = ci(words, None)
+    assert unbounded[1] > words.max()
+    assert ci(words, (0.0, 10.0)) == (unbounded[0], 10.0)
+    assert ci(words, (-np.inf, np.inf)) == unbounded
 
 
 def test_nan_inputs_are_refused_by_every_statistic():

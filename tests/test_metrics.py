@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 import pytest
 import yaml
 
 from harness.errors import SpecError
-from harness.evaluation.metrics import all_metrics, get_metric, scorer_for
+from harness.evaluation.metrics import (HIGHER, LOWER, NEITHER, Metric, ScoreSpec, all_metrics, declare_scores,
+                                        display_name, get_metric, is_declared, register_metric, score_spec, scorer_for)
 from harness.spec import load_spec, spec_dump
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,3 +106,73 @@ def test_voice_references_follow_every_declared_voice_rule(harness_home):
     broken = score(data.heldout[0].reference.replace("\nHighlights:", "\nHighlights:\n- A fourth one"),
                    data.heldout[0].reference)
     assert broken["format.highlights"] == 0.0
+
+
+# ---------------------------------------------------------------- what each score means
+
+
+def test_every_score_a_metric_emits_has_a_declared_meaning(tmp_path):
+    spec = load_spec(_spec(tmp_path, {"metrics": ["chrf", "rouge_l", "format", "length", "label"], "format": [
+        {"name": "calm", "must_not_match": "!"}]}))
+    emitted = {**scorer_for("text", spec.eval)(LISTING, LISTING),
+               **scorer_for("json")('{"price": 1, "city": "Ames"}', '{"price": 1, "city": "Ames"}')}
+    assert {"chrf", "rouge_l", "rouge_lsum", "format.calm", "format_ok", "words", "label_accuracy", "json_valid",
+            "field_accuracy", "field.price", "field.city", "exact_match"} <= set(emitted)
+    assert all(is_declared(key) for key in emitted)
+    for metric in all_metrics().values():
+        assert metric.scores and all(isinstance(s, ScoreSpec) for s in metric.scores)
+
+
+def test_declared_meanings_say_direction_range_aggregation_and_name():
+    words = score_spec("words")
+    assert (words.direction, words.low, words.high, words.aggregation) == (NEITHER, 0.0, math.inf, "mean")
+    assert words.descriptive and not words.bounded and words.improves(5.0) is None
+    assert display_name("words") == "length (words)" and words.range_text() == "[0, ∞)"
+    field = score_spec("field.price")  # a family of keys, declared once by its pattern
+    assert field.key == "field.*" and field is score_spec("field.city") and display_name("field.price") == "field price"
+    assert field.unit_interval and field.improves(0.1) and not field.improves(-0.1)
+    assert display_name("format.calm") == "format rule calm" and score_spec("format_ok").direction == HIGHER
+    # Scores from outside this folder: lm-eval accuracies (per task) and the LLM judge.
+    assert display_name("arc_easy_local acc") == "arc_easy_local accuracy" and score_spec("piqa acc").unit_interval
+    assert score_spec("judge").direction == HIGHER and score_spec("judge.win_rate").unit_interval
+    # The range of a mean, a paired difference, a slope's weights.
+    assert field.range_of((1.0,)) == (0.0, 1.0) and field.range_of((1.0, -1.0)) == (-1.0, 1.0)
+    assert field.range_of((-0.5, 0.0, 0.5)) == (-0.5, 0.5) and words.range_of((1.0, -1.0)) == (-math.inf, math.inf)
+
+
+def test_a_key_nobody_declared_reads_as_descriptive_and_unbounded():
+    spec = score_spec("kl_to_base")
+    assert not is_declared("kl_to_base") and spec.descriptive and (spec.low, spec.high) == (-math.inf, math.inf)
+    assert display_name("kl_to_base") == "kl_to_base"
+
+
+def test_a_metric_without_declared_meanings_cannot_register():
+    with pytest.raises(TypeError, match="scores"):
+        register_metric("undeclared", "no meaning")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="declares no scores"):
+        register_metric("undeclared", "no meaning", scores=[])
+    with pytest.raises(TypeError, match="must be ScoreSpec"):
+        register_metric("undeclared", "no meaning", scores=[{"key": "x", "direction": "higher"}])
+    with pytest.raises(ValueError, match="declared twice with different meanings"):
+        register_metric("undeclared", "words, but better when longer",
+                        scores=[ScoreSpec("undeclared_score", "u", HIGHER), ScoreSpec("words", "words", HIGHER)])
+    assert "undeclared" not in all_metrics() and not is_declared("undeclared_score")  # a refusal leaves no trace
+    declare_scores([score_spec("words")], by="a second emitter of the same score")  # the same meaning is fine
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(direction="up"), "direction must be one of higher, lower, neither"),
+    (dict(aggregation="median"), "aggregation must be one of mean"),
+    (dict(low=1.0, high=1.0), "low < high"),
+    (dict(key="a.*.*"), "at most one"),
+])
+def test_a_meaning_that_does_not_make_sense_is_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ScoreSpec(**{"key": "x", "display": "x", "direction": LOWER, **fields})
+
+
+def test_a_score_a_metric_emits_without_declaring_it_is_an_error():
+    metric = Metric("sloppy", lambda p, r, o: {"declared": 1.0, "stray": 2.0}, "emits one key too many",
+                    (ScoreSpec("declared", "declared", HIGHER),))
+    with pytest.raises(ValueError, match="emitted 'stray', which it does not declare"):
+        metric("a", "b")

@@ -50,6 +50,7 @@ def compare_results(baseline, candidate, *, tasks: list[str] | None = None) -> l
     Raises HarnessError when a task is missing on one side, no item pairs up, or the same doc_id
     holds different items on the two sides (their lm-eval doc hashes differ).
     """
+    from harness.evaluation.metrics.external import LM_EVAL_ACC
     from harness.stats.paired import mcnemar_exact, paired_bootstrap_ci
 
     tasks = tasks or list(baseline.tasks)
@@ -70,7 +71,7 @@ def compare_results(baseline, candidate, *, tasks: list[str] | None = None) -> l
         a = np.array([base_rows[i]["correct"] for i in ids], dtype=float)
         b = np.array([cand_rows[i]["correct"] for i in ids], dtype=float)
         diffs = b - a
-        low, high = paired_bootstrap_ci(diffs, confidence=0.95)
+        low, high = paired_bootstrap_ci(diffs, confidence=0.95, bounds=LM_EVAL_ACC.range_of((1.0, -1.0)))
         out.append(TaskComparison(
             task=task, n=len(ids), baseline_acc=float(a.mean()), candidate_acc=float(b.mean()),
             diff=float(diffs.mean()), ci_low=low, ci_high=high,

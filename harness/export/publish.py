@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from harness.errors import HarnessError
+from harness.evaluation.metrics import LOWER, NEITHER, score_spec
 from harness.results import TrialResult, final_arm, read_json, read_jsonl, write_atomic
 
 HEADLINE = ("json_valid", "field_accuracy", "exact_match")
@@ -30,11 +31,12 @@ class Published:
     note: str
 
 
-def _ci(values: list[float]) -> tuple[float, float, float]:
+def _ci(values: list[float], metric: str) -> tuple[float, float, float]:
     from harness.stats.paired import paired_bootstrap_ci
 
     arr = np.asarray(values, dtype=float)
-    low, high = paired_bootstrap_ci(arr) if arr.size > 1 else (float("nan"), float("nan"))
+    low, high = (paired_bootstrap_ci(arr, bounds=score_spec(metric).range_of((1.0,))) if arr.size > 1
+                 else (float("nan"), float("nan")))
     return float(arr.mean()), low, high
 
 
@@ -45,23 +47,32 @@ def _card_metrics(scores: dict[str, Any], headline: str | None) -> list[str]:
 
 
 def _results_table(trial_dir: Path, headline: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    lines = ["| arm | metric | mean | 95% CI | n |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| arm | metric | better when | mean | 95% CI | n |", "| --- | --- | --- | --- | --- | --- |"]
     index = []
     for path in sorted((trial_dir / "eval").glob("*.jsonl")):
         rows = read_jsonl(path)
         for metric in _card_metrics(rows[0]["scores"], headline) if rows else []:
             if rows and metric in rows[0]["scores"]:
-                mean, low, high = _ci([r["scores"][metric] for r in rows])
-                lines.append(f"| {path.stem} | {metric} | {mean:.3f} | [{low:.3f}, {high:.3f}] | {len(rows)} |")
+                mean, low, high = _ci([r["scores"][metric] for r in rows], metric)
+                lines.append(f"| {path.stem} | {metric} | {_better_when(metric)} | {mean:.3f} | [{low:.3f}, {high:.3f}] "
+                             f"| {len(rows)} |")
                 index.append({"arm": path.stem, "metric": metric, "value": mean, "ci": [low, high], "n": len(rows)})
     return "\n".join(lines), index
 
 
+def _better_when(metric: str) -> str:
+    direction = score_spec(metric).direction
+    return "descriptive" if direction == NEITHER else direction
+
+
 def _failure_modes(rows: list[dict[str, Any]], k: int = 3, headline: str | None = None) -> str:
+    """The `k` worst held-out items by the headline metric (by its declared direction; a descriptive
+    headline has no worst, so the task's own score stands in)."""
     key = "field_accuracy" if rows and "field_accuracy" in rows[0]["scores"] else "exact_match"
-    if rows and headline in rows[0]["scores"]:
+    if rows and headline in rows[0]["scores"] and not score_spec(headline).descriptive:
         key = headline
-    worst = sorted(rows, key=lambda r: (r["scores"].get(key, 0.0), r["item_id"]))[:k]
+    sign = -1.0 if score_spec(key).direction == LOWER else 1.0
+    worst = sorted(rows, key=lambda r: (sign * r["scores"].get(key, 0.0), r["item_id"]))[:k]
     parts = []
     for r in worst:
         wrong = [f[len("field."):] for f, v in r["scores"].items() if f.startswith("field.") and v == 0]

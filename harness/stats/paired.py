@@ -52,17 +52,32 @@ def _percentile_interval(distribution: np.ndarray, confidence: float) -> tuple[f
     return float(low), float(high)
 
 
-def _within_range(distribution: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Bootstrap means clipped to [min, max] of the scores they average: no mean of those scores lies outside.
+Bounds = tuple[float, float]  # (low, high) of what is averaged; ±inf where a side is unbounded
+
+
+def _within_bounds(distribution: np.ndarray, bounds: Bounds | None) -> np.ndarray:
+    """Bootstrap means clipped to `bounds`, the range the averaged values can take (the caller's to declare:
+    a score's declared range for a mean, [lo - hi, hi - lo] for a paired difference); None: not clipped.
 
     The variance corrections below (the sqrt(k/(k-1)) spread, the hierarchical sum of a seed and an
-    item deviation) move draws away from the observed mean regardless of that range. With scores piled
+    item deviation) move draws away from the observed mean regardless of any range. With scores piled
     at a bound (29 of 31 items going 0 → 1) a quantile then lands past it: a mean difference of +0.935
-    got the CI [+0.847, +1.001], though no difference of 0/1 scores exceeds 1. The range of the scores
-    lies inside the metric's own (a mean in [lo, hi], a paired difference in [lo-hi, hi-lo]), so the CI
-    of any score (a registered metric, a judge verdict, an lm-eval answer, a contrast) keeps its bounds.
+    got the CI [+0.847, +1.001], though no difference of 0/1 scores exceeds 1.
+
+    Clipping is monotone, so clipping the draws is intersecting the percentile interval with the
+    parameter space; the true mean lies in that space, so the interval covers it exactly as often as
+    before and never claims an impossible value. The observed range of the values is no such bound: the
+    mean of an unbounded score (a word count) can lie beyond every item seen, and the draws that pass
+    that range do so because of the variance correction, whose point is the spread a plain bootstrap
+    understates; cutting them there would undo it where it matters. (A plain bootstrap's draws, means
+    of resampled values, stay within the observed range by themselves.)
     """
-    return np.clip(distribution, values.min(), values.max())
+    if bounds is None:
+        return distribution
+    low, high = bounds
+    if not low < high:
+        raise ValueError(f"bounds must have low < high, got {bounds}")
+    return np.clip(distribution, low, high)
 
 
 def _resampled_item_means(values: np.ndarray, codes: np.ndarray | None, n_resamples: int,
@@ -91,21 +106,22 @@ def _resampled_item_means(values: np.ndarray, codes: np.ndarray | None, n_resamp
 
 
 def paired_bootstrap_ci(diffs: Sequence[float] | np.ndarray, *, clusters: Sequence | np.ndarray | None = None,
-                        confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
-                        seed: int = 0) -> tuple[float, float]:
+                        confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                        bounds: Bounds | None = None) -> tuple[float, float]:
     """Percentile CI of the mean paired difference, resampling items (or whole clusters) with replacement.
 
     The resampled means are spread by sqrt(k/(k-1)) about the observed mean (k items or clusters),
-    so the bootstrap variance is the unbiased one (see `_resampled_item_means`), and kept within the
-    range of the differences (see `_within_range`). Of one arm's scores, it is the CI of their mean.
+    so the bootstrap variance is the unbiased one (see `_resampled_item_means`), and kept within `bounds`,
+    the range the values can take (see `_within_bounds`). Of one arm's scores, it is the CI of their mean.
     """
     d = _finite_1d(diffs, "diffs")
     dist = _resampled_item_means(d, _cluster_codes(clusters, d.size), n_resamples, np.random.default_rng(seed))
-    return _percentile_interval(_within_range(dist, d), confidence)
+    return _percentile_interval(_within_bounds(dist, bounds), confidence)
 
 
 def hierarchical_bootstrap_distribution(diffs_by_seed: np.ndarray, *, clusters: Sequence | np.ndarray | None = None,
-                                        n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+                                        n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                                        bounds: Bounds | None = None) -> np.ndarray:
     """Bootstrap distribution of the grand mean of a seeds × items matrix of paired differences.
 
     Seeds and items are crossed (every seed answers the same items), so each level is resampled on
@@ -118,8 +134,8 @@ def hierarchical_bootstrap_distribution(diffs_by_seed: np.ndarray, *, clusters: 
     scores. sqrt(S/(S-1)) undoes the bootstrap's (S-1)/S shrinkage of the seed variance, which
     matters with the 2-5 seeds fine-tuning studies can afford. With so few seeds the seed variance is
     itself poorly estimated: when it dominates, no interval is exact (see the test suite for the
-    simulated coverage). The sum of two deviations can pass the range of the cells, which no mean of
-    them can, so the draws are kept within it (`_within_range`).
+    simulated coverage). The sum of two deviations can pass the range the cells can take, which no mean
+    of them can, so the draws are kept within `bounds`, that range (`_within_bounds`).
     """
     d = np.asarray(diffs_by_seed, dtype=float)
     if d.ndim != 2:
@@ -136,17 +152,18 @@ def hierarchical_bootstrap_distribution(diffs_by_seed: np.ndarray, *, clusters: 
     item_part = _resampled_item_means(d.mean(axis=0), _cluster_codes(clusters, n_items), n_resamples, rng) - grand
     seed_idx = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
     seed_part = d.mean(axis=1)[seed_idx].mean(axis=1) - grand
-    return _within_range(grand + math.sqrt(n_seeds / (n_seeds - 1)) * seed_part + item_part, d)
+    return _within_bounds(grand + math.sqrt(n_seeds / (n_seeds - 1)) * seed_part + item_part, bounds)
 
 
 def hierarchical_bootstrap_ci(diffs_by_seed: np.ndarray, *, clusters: Sequence | np.ndarray | None = None,
                               confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
-                              seed: int = 0) -> tuple[float, float]:
+                              seed: int = 0, bounds: Bounds | None = None) -> tuple[float, float]:
     """Percentile CI of the mean difference that counts seed variance as well as item variance.
 
-    `diffs_by_seed` is seeds × items; see `hierarchical_bootstrap_distribution` for the scheme.
+    `diffs_by_seed` is seeds × items; see `hierarchical_bootstrap_distribution` for the scheme and `bounds`.
     """
-    dist = hierarchical_bootstrap_distribution(diffs_by_seed, clusters=clusters, n_resamples=n_resamples, seed=seed)
+    dist = hierarchical_bootstrap_distribution(diffs_by_seed, clusters=clusters, n_resamples=n_resamples, seed=seed,
+                                               bounds=bounds)
     return _percentile_interval(dist, confidence)
 
 

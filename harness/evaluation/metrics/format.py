@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from harness.evaluation.metrics import register_metric
+from harness.evaluation.metrics import HIGHER, ScoreSpec, register_metric
 
 
 @lru_cache(maxsize=256)
@@ -38,6 +38,8 @@ def _needs_rules(options: Any) -> None:
 
 
 @register_metric("format", "the declared eval.format rules: format.<rule> (0/1) each and format_ok (all pass)",
+                 scores=[ScoreSpec("format_ok", "all format rules pass", HIGHER),
+                         ScoreSpec("format.*", "format rule {}", HIGHER)],
                  check=_needs_rules)
 def format_rules(prediction: str, reference: str, options: Any) -> dict[str, float]:
     rules = getattr(options, "format", None) or []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from harness.evaluation.metrics import register_metric
+from harness.evaluation.metrics import HIGHER, ScoreSpec, register_metric
 from harness.evaluation.scoring import normalise_text
 
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
@@ -18,6 +18,7 @@ def first_label(text: str) -> str:
 
 
 @register_metric("label", "label_accuracy: the first line of the prediction is the reference label "
-                          "(case, whitespace and surrounding punctuation ignored)")
+                          "(case, whitespace and surrounding punctuation ignored)",
+                 scores=[ScoreSpec("label_accuracy", "label accuracy", HIGHER)])
 def label_accuracy(prediction: str, reference: str, options: Any) -> dict[str, float]:
     return {"label_accuracy": float(first_label(prediction) == first_label(reference))}
