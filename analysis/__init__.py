@@ -11,7 +11,8 @@ from analysis.compare import Comparison, PairedScores, Quality, compare, pair_st
 from analysis.errors import (AnalysisError, MissingSeedsError, NaNScoreError, StudyNotFoundError, UnknownArmError,
                              UnpairedItemsError)
 from analysis.load import Study, load_study
-from analysis.report import ReportPaths, build_report, log_report_to_wandb
+from analysis.report import ReportPaths, build_report
+from analysis.wandb_logging import log_report_to_wandb
 
 __all__ = [
     "AnalysisError", "Comparison", "MissingSeedsError", "NaNScoreError", "PairedScores", "Quality", "ReportPaths",

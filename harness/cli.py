@@ -308,7 +308,8 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
            set_: Optional[list[str]] = SET) -> None:
     """Write results/NAME/report.md and report.json: significance-tested tables and figures."""
     from analysis import load_study
-    from analysis.report import build_report, log_report_to_wandb
+    from analysis.report import build_report
+    from analysis.wandb_logging import log_report_to_wandb
 
     spec = _load(name, preset, set_)
     study_dir = _results_root(results) / spec.name

@@ -172,11 +172,11 @@ def test_an_arm_evaluated_before_a_later_training_is_not_charged_for_it(study_di
     sft, tuned = (table.set_index("arm").loc[labels[a]] for a in ("sft", "tuned"))
     assert tuned["train_device_s"] - sft["train_device_s"] == pytest.approx(5.0)
     assert tuned["tokens_trained"] - sft["tokens_trained"] == pytest.approx(1000)
-    from analysis.report import _trials_section  # the report says what the continuing stage did, per trial
+    from analysis.markdown import trials_section  # the report says what the continuing stage did, per trial
 
-    dpo = next(line for line in _trials_section(study) if line.startswith("- dpo, per trial"))
+    dpo = next(line for line in trials_section(study) if line.startswith("- dpo, per trial"))
     assert "steps 2, 2" in dpo and "device_s 5, 5" in dpo and "tokens_trained 1000, 1000" in dpo
-    teacher = next(line for line in _trials_section(study) if line.startswith("- teacher"))
+    teacher = next(line for line in trials_section(study) if line.startswith("- teacher"))
     assert teacher.startswith("- teacher, per trial (trials 0000): ")
     assert sorted(teacher.split(": ", 1)[1].split("; ")) == ["cached_calls 0", "input_tokens 12994", "n 40"]
 
@@ -193,7 +193,7 @@ def test_local_arms_are_priced_by_device_time(study_dir):
 
 def test_the_report_says_which_model_stood_behind_each_endpoint(study_dir):
     """A contestant's name is not enough: the report names its model, URL (loopback said plainly), prices and note."""
-    from analysis.report import _endpoints_section
+    from analysis.markdown import endpoints_section
 
     for trial in sorted(study_dir.glob("trial-*")):
         manifest = json.loads((trial / "manifest.json").read_text())
@@ -202,14 +202,14 @@ def test_the_report_says_which_model_stood_behind_each_endpoint(study_dir):
             "price_output_per_m": 1.6, "note": "A LOCAL STAND-IN, not a frontier model."}}]
         manifest["spec"]["distill"] = {"teacher": {"url": "https://api.example.com/v1", "model": "big"}}
         (trial / "manifest.json").write_text(json.dumps(manifest))
-    lines = _endpoints_section(load_study(study_dir))
+    lines = endpoints_section(load_study(study_dir))
     assert lines[0] == "## Endpoints"
     contestant = next(line for line in lines if "frontier-standin" in line)
     assert "`smollm2`" in contestant and "(a server on this machine)" in contestant
     assert "$0.4 / $1.6 per million" in contestant and contestant.endswith("A LOCAL STAND-IN, not a frontier model.")
     teacher = next(line for line in lines if line.startswith("- teacher"))
     assert "api.example.com" in teacher and "this machine" not in teacher
-    assert _endpoints_section(write_and_load_plain(study_dir.parent / "plain")) == []
+    assert endpoints_section(write_and_load_plain(study_dir.parent / "plain")) == []
 
 
 def write_and_load_plain(path: Path):
@@ -223,7 +223,7 @@ def test_a_killed_trial_is_named_by_its_grid_point_and_its_rerun(tmp_path):
 
     import optuna
 
-    from analysis.report import _trials_section
+    from analysis.markdown import trials_section
 
     root = write_synthetic_study(tmp_path, ranks=(8, 16), seeds=(0,), failed_trial=False)  # trials 0 and 1
     killed = root / "trial-0002"
@@ -243,7 +243,7 @@ def test_a_killed_trial_is_named_by_its_grid_point_and_its_rerun(tmp_path):
     loaded = load_study(root)
     assert loaded.varying_params == ["lora.r"]
     assert loaded.arm_labels == ["base", "tuned[lora.r=8]", "tuned[lora.r=16]"]
-    line = next(x for x in _trials_section(loaded) if x.startswith("- trial 0002"))
+    line = next(x for x in trials_section(loaded) if x.startswith("- trial 0002"))
     assert "(lora.r=16, seed 0): incomplete" in line and "run again as trial 0003" in line
 
 
@@ -267,7 +267,7 @@ def test_when_to_use_says_what_a_better_arm_costs_not_that_it_saves(tuned_cost, 
 
     import pandas as pd
 
-    from analysis.report import when_to_use
+    from analysis.advice import when_to_use
 
     arms = pd.DataFrame([{"arm": "tuned", "cost_per_1k_calls": tuned_cost, "latency_p50_s": 33.0,
                           "items_per_call": 12.5, "device_s_per_item": 2.3},
@@ -282,7 +282,7 @@ def test_when_to_use_says_what_a_better_arm_costs_not_that_it_saves(tuned_cost, 
 
 def test_the_report_shows_each_arms_score_per_answer_field(study_dir):
     """Field accuracy averages the fields: the report also says which fields each arm gets right."""
-    from analysis.report import field_table
+    from analysis.markdown import field_table
 
     study = load_study(study_dir)
     lines = field_table(study)

@@ -306,7 +306,7 @@ def _with_length_and_edits(tmp_path: Path) -> Path:
 
 
 def test_a_drop_of_a_lower_is_better_score_is_better_and_a_length_is_only_higher(tmp_path, edits_lower_is_better):
-    from analysis.report import secondary_metrics
+    from analysis.families import secondary_metrics
 
     study = load_study(_with_length_and_edits(tmp_path))
     fewer, more = compare(study, [("tuned", "base"), ("base", "tuned")], "edits", n_resamples=200)
