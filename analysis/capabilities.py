@@ -5,8 +5,12 @@ Forgetting (lm-eval rows: `<folder>/lm_eval/<task>.jsonl`, one row per benchmark
 
 - in the trial (spec `forgetting:`): the adapter's rows in `trial-NNNN/lm_eval/`, the base model's in
   `<study>/forgetting-base/<key>/`, key = `harness.results.forgetting_base_key` (the stage's own key);
-- after the study (`harness.capabilities.evaluate.forgetting_check`): `<study>/forgetting/forgetting.json` names
+- after the study (`harness.capabilities.forgetting.forgetting_check`): `<study>/forgetting/forgetting.json` names
   the base folder each `forgetting/trial-NNNN/` pairs with.
+
+Either way the rows pair by doc_id as the harness's own regression gate pairs them
+(`harness.capabilities.stats.pair_rows`: the same items, the same doc hashes), and the CI of a
+difference stays within the range a difference of accuracies can take (`ACC_DIFF_BOUNDS`).
 
 Trials that differ only in seed are one arm, so seed variance enters the CI as everywhere else.
 
@@ -24,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from analysis.compare import Comparison, Level, PairedScores, pair_statistics, paired_scores
-from analysis.errors import AnalysisError, NaNScoreError, UnpairedItemsError
+from analysis.errors import AnalysisError, UnpairedItemsError
 from analysis.load import SEED_PARAMS, Study, arm_label, load_study
-from harness.evaluation.metrics import score_spec
+from harness.capabilities.forgetting import FORGETTING_DIR, INDEX_FILE
+from harness.capabilities.stats import ACC_DIFF_BOUNDS, UnpairedRowsError, accuracy_metric, pair_rows
 from harness.results import forgetting_base_key, read_json, read_jsonl
 
 Refused = tuple[str, str, str]  # (a, b, reason)
@@ -54,10 +59,10 @@ def _label(params: dict[str, Any], varying: list[str]) -> str:
 
 
 def _after_study(study_dir: Path, varying: list[str]) -> list[_Capability]:
-    root = study_dir / "forgetting"
-    if not (root / "forgetting.json").exists():
+    root = study_dir / FORGETTING_DIR
+    if not (root / INDEX_FILE).exists():
         return []
-    index = read_json(root / "forgetting.json")
+    index = read_json(root / INDEX_FILE)
     tasks = tuple(index.get("tasks", []))
     return [_Capability(_label(t.get("params") or {}, varying), _seed(t.get("params") or {}),
                         root / t.get("dir", name), root / t["base"], tasks)
@@ -82,40 +87,26 @@ def _in_trials(study_dir: Path, varying: list[str]) -> list[_Capability]:
     return found
 
 
-def _task_rows(folder: Path, task: str) -> dict[str, dict[str, Any]]:
+def _task_rows(folder: Path, task: str) -> list[dict[str, Any]]:
     path = folder / "lm_eval" / f"{task}.jsonl"
     if not path.exists():
         raise UnpairedItemsError(f"no per-item rows for task '{task}' in {folder}", where=path)
-    return {str(r["doc_id"]): r for r in read_jsonl(path)}
-
-
-def _correct(rows: dict[str, dict[str, Any]], doc_ids: list[str]) -> np.ndarray:
-    return np.array([np.nan if rows[d].get("correct") is None else rows[d]["correct"] for d in doc_ids], dtype=float)
+    return read_jsonl(path)
 
 
 def _task_scores(members: list[_Capability], task: str) -> PairedScores:
+    """Each member's rows paired with the base's (`harness.capabilities.stats.pair_rows`): seeds × items."""
     label, base = members[0].label, members[0].base
     base_rows = _task_rows(base, task)
-    doc_ids = sorted(base_rows)
-    a = np.empty((len(members), len(doc_ids)))
-    for s, m in enumerate(members):
-        rows = _task_rows(m.rows, task)
-        if set(rows) != set(base_rows):
-            raise UnpairedItemsError(f"'{m.rows.name}' and the base answered different items of '{task}' "
-                                     f"({len(set(rows) ^ set(base_rows))} differ): pairing them would be a lie")
-        changed = [d for d in doc_ids if rows[d].get("doc_hash") and base_rows[d].get("doc_hash")
-                   and rows[d]["doc_hash"] != base_rows[d]["doc_hash"]]
-        if changed:
-            raise UnpairedItemsError(f"'{task}' doc_id {changed[0]} holds different items for '{m.rows.name}' and "
-                                     f"the base ({len(changed)} such)")
-        a[s] = _correct(rows, doc_ids)
-    b = _correct(base_rows, doc_ids)[None, :]
-    for name, values in ((label, a), ("base", b)):
-        if np.isnan(values).any():
-            raise NaNScoreError(f"'{name}' has missing 'correct' on {int(np.isnan(values).sum())} items of '{task}'")
-    metric = f"{task} acc"  # lm-eval accuracy, declared by harness.evaluation.metrics.external
-    return PairedScores(label, "base", metric, a, np.repeat(b, len(members), axis=0),
-                        tuple(m.seed for m in members), tuple(doc_ids), None, score_spec(metric).range_of((1.0, -1.0)))
+    pairs = [pair_rows(task, base_rows, _task_rows(m.rows, task), names=("the base", f"'{m.rows.name}'"))
+             for m in members]
+    # Item ids are text in the analysis, in text order as `paired_scores` keeps them (the bootstrap draws follow it).
+    item_ids = [str(d) for d in pairs[0].doc_ids]
+    order = sorted(range(len(item_ids)), key=item_ids.__getitem__)
+    a = np.stack([p.candidate[order] for p in pairs])
+    b = np.repeat(pairs[0].baseline[None, order], len(members), axis=0)
+    return PairedScores(label, "base", accuracy_metric(task), a, b, tuple(m.seed for m in members),
+                        tuple(item_ids[i] for i in order), None, ACC_DIFF_BOUNDS)
 
 
 def forgetting_comparisons(study_dir: Path, varying: list[str], *, level: Level = "item", confidence: float = 0.95,
@@ -136,6 +127,8 @@ def forgetting_comparisons(study_dir: Path, varying: list[str], *, level: Level 
             try:
                 results.append(pair_statistics(_task_scores(members, task), level=level, confidence=confidence,
                                                n_resamples=n_resamples, seed=seed, alpha=alpha))
+            except UnpairedRowsError as e:  # it names the task
+                refused.append((label, "base", str(e)))
             except AnalysisError as e:
                 refused.append((label, "base", f"{task}: {e}"))
     return results, refused

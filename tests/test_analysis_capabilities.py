@@ -54,6 +54,24 @@ def test_forgetting_refuses_items_that_changed_under_the_same_doc_id(study_dir):
     assert refused and "doc_id 3 holds different items" in refused[0][2]
 
 
+def test_the_report_and_the_regression_gate_pair_forgetting_rows_alike(tmp_path):
+    """One seed: the analysis and `harness.capabilities.stats` see the same items, accuracies, difference and
+    exact McNemar p, from the same pairing."""
+    from harness.capabilities.evaluate import CapabilityResult
+    from harness.capabilities.stats import compare_results
+
+    study_dir = write_synthetic_study(tmp_path, ranks=(8, 16), seeds=(0,), failed_trial=False)
+    root = write_synthetic_forgetting(study_dir, tasks=("arc_easy_local",), n_items=120, drop=0.1)
+    found, refused = forgetting_comparisons(study_dir, ["lora.r"], n_resamples=N)
+    assert refused == [] and len(found) == 2
+    for c, trial in zip(found, sorted(root.glob("trial-*"))):
+        (h,) = compare_results(CapabilityResult.read(root / "base"), CapabilityResult.read(trial))
+        assert c.item_test == "McNemar exact" and c.n_seeds == 1
+        assert (c.n, c.mean_a, c.mean_b, c.diff) == (h.n, h.candidate_acc, h.baseline_acc, h.diff)
+        assert c.p_item_test == h.p_value < 0.05
+        assert -1 <= c.ci_low < c.ci_high < 0 and -1 <= h.ci_low < h.ci_high < 0
+
+
 def test_no_forgetting_folder_means_no_comparisons(study_dir):
     assert forgetting_comparisons(study_dir, ["lora.r"]) == ([], [])
 

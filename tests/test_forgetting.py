@@ -122,7 +122,7 @@ def test_missing_data_names_the_root_and_the_variable(tmp_path, monkeypatch):
 
 
 def test_unknown_task_offline_lists_local_tasks():
-    from harness.capabilities.evaluate import resolve_tasks
+    from harness.capabilities.tasks import resolve_tasks
     from harness.capabilities.lm_tasks import local_task_names
 
     require(HAVE_BENCHMARKS, WHY)  # without the data, piqa_local is refused for that (tested above)
@@ -138,13 +138,13 @@ def test_unknown_task_offline_lists_local_tasks():
 
 
 def test_bad_task_fails_before_any_model_loads(tmp_path, monkeypatch, harness_home):
-    import harness.capabilities.evaluate as forgetting
+    import harness.capabilities.refs as refs
     from harness.capabilities.regress import regress_command
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the task names were checked")
 
-    monkeypatch.setattr(forgetting, "_load_base", boom)
+    monkeypatch.setattr(refs, "_load_base", boom)
     t0 = time.perf_counter()
     assert regress_command("random:tiny", "random:tiny", "arc_easy_local,mmlu", out=tmp_path / "r") == 2
     assert regress_command("random:tiny", "no/such/model/here", "arc_easy_local", out=tmp_path / "r") == 2
@@ -192,7 +192,7 @@ def _fake_trial(study: Path, number: int, *, perturb: bool, status: str = "compl
 
 
 def test_parse_model_ref(tmp_path, harness_home):
-    from harness.capabilities.evaluate import parse_model_ref
+    from harness.capabilities.refs import parse_model_ref
 
     trial = _trial_files(tmp_path / "study", 1)
     (trial / "adapter").mkdir()
@@ -278,24 +278,26 @@ def test_regress_identity_adapter_is_no_regression(tmp_path, harness_home, capsy
 @pytest.mark.slow
 def test_forgetting_check_pairs_base_with_each_trial(tmp_path, harness_home, monkeypatch):
     require(HAVE_BENCHMARKS, WHY)
-    import harness.capabilities.evaluate as forgetting
+    import harness.capabilities.refs as refs
+    from harness.capabilities.evaluate import CapabilityResult
+    from harness.capabilities.forgetting import forgetting_check
 
     study = tmp_path / "study"
     _fake_trial(study, 1, perturb=False)
     _fake_trial(study, 2, perturb=True)
     _fake_trial(study, 3, perturb=True, status="failed")  # not complete: left out
     loads = []
-    real_load = forgetting._load_base
-    monkeypatch.setattr(forgetting, "_load_base", lambda ref, device=None: loads.append(ref) or real_load(ref, device))
+    real_load = refs._load_base
+    monkeypatch.setattr(refs, "_load_base", lambda ref, device=None: loads.append(ref) or real_load(ref, device))
 
-    out = forgetting.forgetting_check(study, ["arc_easy_local"], limit=6)
+    out = forgetting_check(study, ["arc_easy_local"], limit=6)
     assert out == study / "forgetting"
     assert len(loads) == 1  # the base is loaded once; adapters go on and come off
     index = json.loads((out / "forgetting.json").read_text())
     assert sorted(index["trials"]) == ["trial-0001", "trial-0002"]
-    base = forgetting.CapabilityResult.read(out / "base")
-    same = forgetting.CapabilityResult.read(out / "trial-0001")
-    other = forgetting.CapabilityResult.read(out / "trial-0002")
+    base = CapabilityResult.read(out / "base")
+    same = CapabilityResult.read(out / "trial-0001")
+    other = CapabilityResult.read(out / "trial-0002")
     assert base.rows == same.rows  # untrained adapter: identical; and the base was left untouched by it
     base_ll = [r["loglikelihoods"] for r in base.rows]
     assert base_ll != [r["loglikelihoods"] for r in other.rows]
@@ -339,7 +341,7 @@ def _result(task: str, correct: list[int], hashes: list[str] | None = None):
 
 
 def test_judge_needs_a_large_and_significant_drop():
-    from harness.capabilities.regress import compare_results, judge
+    from harness.capabilities.stats import compare_results, judge
 
     base = _result("t", [1] * 30 + [0] * 10)
     worse = _result("t", [0] * 20 + [1] * 10 + [0] * 10)  # 20 lost, none gained
@@ -356,7 +358,7 @@ def test_judge_needs_a_large_and_significant_drop():
 
 
 def test_holm_across_tasks():
-    from harness.capabilities.regress import TaskComparison, judge
+    from harness.capabilities.stats import TaskComparison, judge
 
     comps = [TaskComparison(task=f"t{i}", n=50, baseline_acc=0.5, candidate_acc=0.4, diff=-0.1, ci_low=-0.2,
                             ci_high=0.0, baseline_only=8, candidate_only=3, p_value=0.03) for i in range(3)]
@@ -365,10 +367,22 @@ def test_holm_across_tasks():
 
 
 def test_pairing_refuses_different_items():
-    from harness.capabilities.regress import compare_results
+    from harness.capabilities.stats import compare_results
 
     with pytest.raises(HarnessError, match="different items"):
         compare_results(_result("t", [1, 0], ["a", "b"]), _result("t", [1, 0], ["a", "c"]))
+
+
+def test_pairing_refuses_different_item_sets_and_unscored_items():
+    """Pairing part of the items would hide what the others did: both models must answer the same ones."""
+    from harness.capabilities.stats import UnpairedRowsError, compare_results
+
+    with pytest.raises(UnpairedRowsError, match=r"answered different items \(1 only by the baseline, 0 only"):
+        compare_results(_result("t", [1, 0, 1]), _result("t", [1, 0]))
+    unscored = _result("t", [1, 0, 1])
+    unscored.rows[1]["correct"] = None
+    with pytest.raises(UnpairedRowsError, match="the candidate has no 'correct' on 1 items"):
+        compare_results(_result("t", [1, 0, 1]), unscored)
 
 
 def test_render_table_states_the_test():
@@ -387,7 +401,7 @@ def test_render_table_states_the_test():
 
 
 def test_local_task_without_its_data_offline_says_both_ways_to_get_it(tmp_path, monkeypatch):
-    from harness.capabilities.evaluate import resolve_tasks
+    from harness.capabilities.tasks import resolve_tasks
 
     monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path))
     with pytest.raises(HarnessError) as e:

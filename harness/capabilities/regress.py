@@ -1,7 +1,7 @@
 """Regression check of general capabilities: is the candidate worse than the baseline, beyond noise?
 
-Both models answer the same lm-eval items (see `harness.capabilities.evaluate`); items pair by (task, doc_id)
-and each task is judged on lm-eval's per-item accuracy (`acc`):
+Both models answer the same lm-eval items (`harness.capabilities.evaluate`); items pair by (task, doc_id)
+and each task is judged on lm-eval's per-item accuracy (`acc`), by `harness.capabilities.stats`:
 
 * difference = candidate accuracy - baseline accuracy, over the paired items;
 * its 95% CI: paired percentile bootstrap over items (`harness.stats.paired.paired_bootstrap_ci`);
@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import HarnessError
+from harness.capabilities.refs import evaluate_refs, parse_model_ref
 from harness.capabilities.stats import TEST_DESCRIPTION, TaskComparison, compare_results, judge
+from harness.capabilities.tasks import resolve_tasks
+from harness.errors import HarnessError
 from harness.results import write_json
 
 
@@ -64,13 +66,11 @@ def regress(baseline_ref: str, candidate_ref: str, tasks: list[str], *, toleranc
             device: str | None = None, correction: Literal["holm", "none"] = "holm") -> RegressionReport:
     """Evaluate baseline and candidate on `tasks` and judge each task (see the module docstring).
 
-    References are anything `harness.capabilities.evaluate.parse_model_ref` takes (a base-model name,
+    References are anything `harness.capabilities.refs.parse_model_ref` takes (a base-model name,
     `random:<arch>`, a model directory, a trial directory). All input is checked before a model
     loads; two references on the same base share one loaded model (the adapter goes on and off).
     With `out_dir`: `baseline/lm_eval/…`, `candidate/lm_eval/…` (per-item rows) and `regress.json`.
     """
-    from harness.capabilities.evaluate import evaluate_refs, parse_model_ref, resolve_tasks
-
     if limit is not None and limit < 1:
         raise HarnessError(f"limit must be a positive number of items, got {limit}")
     judge([], tolerance=tolerance, alpha=alpha, correction=correction)  # validate before the slow part

@@ -183,7 +183,8 @@ def publish(trial_dir: Path, out_dir: Path | None = None, *, repo_id: str | None
     write_atomic(out / "README.md", card)
     shutil.copy(trial_dir / "manifest.json", out / "harness-manifest.json")
     if merged or gguf:
-        from harness.export.gguf import export_gguf, merge_adapter
+        from harness.export.gguf import export_gguf
+        from harness.export.merge import merge_adapter
 
         base_name = read_json(trial_dir / "manifest.json")["model"]["name"]
         merged_dir = merge_adapter(base_name, trial_dir / "adapter", out / "merged")

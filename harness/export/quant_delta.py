@@ -28,7 +28,9 @@ from typing import Any, Callable
 from harness.data.example import Example
 from harness.errors import HarnessError
 from harness.evaluation.evaluate import aggregate, score_items
-from harness.export.gguf import PROVENANCE, converter_dir, export_gguf, llama_cpp_version, merge_adapter, weights_size
+from harness.export.converter import PROVENANCE, converter_dir, llama_cpp_version
+from harness.export.gguf import export_gguf
+from harness.export.merge import merge_adapter, weights_size
 from harness.evaluation.prompting import render_prompt
 from harness.results import write_json, write_jsonl
 from harness.evaluation.runners import HFRunner, LlamaCppRunner

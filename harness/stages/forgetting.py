@@ -11,7 +11,7 @@ from harness.stages.context import TrialContext
 
 def _tasks_have_data(spec, f: ForgettingSpec) -> None:
     """Before any trial: each task's items are here (local subsets) or lm-eval can fetch its own task."""
-    from harness.capabilities.evaluate import resolve_tasks
+    from harness.capabilities.tasks import resolve_tasks
 
     resolve_tasks(f.tasks)
 

@@ -5,7 +5,7 @@ relative to the benchmark root, which is resolved at run time, never written int
 
     $HARNESS_BENCHMARKS, else $HARNESS_HOME/benchmarks (~/.cache/harness/benchmarks)
 
-Without the files, `harness.capabilities.evaluate.resolve_tasks` runs lm-eval's own task of the same
+Without the files, `harness.capabilities.tasks.resolve_tasks` runs lm-eval's own task of the same
 benchmark when the Hub is reachable, and otherwise says both ways to get the data.
 
 `task_config(name)` loads a YAML with lm-eval's own loader (so `include:` and `!function` behave
