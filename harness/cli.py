@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from harness.errors import HarnessError
-from harness.grid.outcome import EXIT_STATUS
+from harness.grid.outcome import EXIT_BAD_INPUT, EXIT_STATUS
 from harness.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -554,7 +554,7 @@ def main() -> None:
         app()
     except HarnessError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":
