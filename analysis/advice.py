@@ -32,8 +32,13 @@ def _advice(c: Comparison, metric: str, cost_ratio: float) -> str:
     if c.verdict in (HIGHER, LOWER):
         return (f"{metric} is descriptive (neither direction is better): it does not choose between them; "
                 "the cost and latency do.")
-    return (f"No difference in {metric} was detected at this sample size (smallest detectable difference "
-            f"≈ {c.mde:.3f}); if that bound is acceptable, the cheaper and faster arm is the choice.")
+    if c.outcome == "equivalent":
+        return (f"The two are equivalent on {metric} within ±{c.tolerance:.3g} (the CI rules out larger "
+                "differences): the cheaper and faster arm is the choice.")
+    needed = (f"; about {c.items_needed:,} items would decide at this variance"
+              if c.items_needed and c.items_needed > c.n else "")
+    return (f"The comparison on {metric} is inconclusive: the CI reaches past ±{c.tolerance:.3g}, so neither a "
+            f"difference nor equivalence is shown{needed}. Do not choose on {metric} yet.")
 
 
 def when_to_use(comparisons: Sequence[Comparison], arms: pd.DataFrame, metric: str, confidence: float) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from analysis.compare import Comparison, Level, PairedScores, pair_statistics, paired_scores
+from analysis.divergence import divergence_metrics, forgetting_divergence
 from analysis.errors import AnalysisError, UnpairedItemsError
 from analysis.load import SEED_PARAMS, Study, arm_label, load_study
 from harness.capabilities.forgetting import FORGETTING_DIR, INDEX_FILE
@@ -131,6 +132,12 @@ def forgetting_comparisons(study_dir: Path, varying: list[str], *, level: Level 
                 refused.append((label, "base", str(e)))
             except AnalysisError as e:
                 refused.append((label, "base", f"{task}: {e}"))
+        try:  # the per-token divergence from the base, where the trials measured it
+            results += [pair_statistics(s, level=level, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                                        alpha=alpha)
+                        for s in forgetting_divergence(label, [m.rows for m in members], [m.seed for m in members])]
+        except AnalysisError as e:
+            refused.append((label, "base", f"divergence: {e}"))
     return results, refused
 
 
@@ -163,10 +170,11 @@ def quantization_comparisons(study: Study, metric: str, *, level: Level = "item"
             if study.rows(label)["arm"].iloc[0] not in quant_arms:
                 continue
             b = study.label_for(reference, study.params_of(label))
-            try:
-                results.append(pair_statistics(paired_scores(study, label, b, metric), **options))
-            except AnalysisError as e:
-                refused.append((label, b, str(e)))
+            for m in divergence_metrics(metric, study.score_metrics):
+                try:
+                    results.append(pair_statistics(paired_scores(study, label, b, m), **options))
+                except AnalysisError as e:
+                    refused.append((label, b, str(e)))
         return results, refused
     for folder in folders:
         prefix = f"{folder.relative_to(study.path)}: " if len(folders) > 1 else ""
@@ -177,9 +185,10 @@ def quantization_comparisons(study: Study, metric: str, *, level: Level = "item"
             refused.append((f"{prefix}quantised arms", f"{prefix}{reference}", str(e)))
             continue
         for label in labels:
-            try:
-                c = pair_statistics(paired_scores(quant, label, reference, metric), **options)
-                results.append(replace(c, a=prefix + c.a, b=prefix + c.b))
-            except AnalysisError as e:
-                refused.append((f"{prefix}{label}", f"{prefix}{reference}", str(e)))
+            for m in divergence_metrics(metric, quant.score_metrics):
+                try:
+                    c = pair_statistics(paired_scores(quant, label, reference, m), **options)
+                    results.append(replace(c, a=prefix + c.a, b=prefix + c.b))
+                except AnalysisError as e:
+                    refused.append((f"{prefix}{label}", f"{prefix}{reference}", str(e)))
     return results, refused

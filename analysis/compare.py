@@ -9,28 +9,30 @@ Which statistics (all from `harness.stats.paired`):
 - CI of the mean difference: a paired bootstrap over items (whole clusters when items share a
   source); with two or more seeds, the hierarchical bootstrap over seeds × items, so seed-to-seed
   variation is part of the uncertainty.
-- Test, `level="item"` (the default): McNemar's exact test when one seed and binary scores; the
-  Wilcoxon signed-rank test otherwise (with several seeds, on each item's difference averaged over
-  seeds, since items are the independent units). A sign-flip permutation test on the same
-  differences is always reported beside it. When items share sources (the `cluster` column), the
-  permutation test flipping whole clusters becomes the test of record: the other two would count
-  correlated items as independent evidence.
-- Test, `level="seed"`: a one-sample t-test on per-seed mean differences (and the exact sign-flip
-  permutation p over seeds); needs at least two seeds.
-- Holm–Bonferroni across all comparisons of one call; Cohen's d_z; the minimum detectable
-  difference at 80% power for the number of units; the cluster-robust SE when items share a source.
-- Verdict: "better"/"worse" only when the adjusted p is below alpha and the CI excludes 0, else
-  "no detectable difference", with a note on power (CI inside ±MDE: underpowered). Which sign is
-  better is the metric's declared direction (`harness.evaluation.metrics.score_spec`): a drop of a
-  lower-is-better score is "better"; a descriptive score (a length) is only ever "higher" or "lower".
-  CIs stay within the range the metric declares (a paired difference of [0, 1] scores within [−1, 1]).
+- Test of record, `level="item"` (the default): with one seed, McNemar's exact test for binary scores,
+  else the Wilcoxon signed-rank test; when items share sources, the sign-flip permutation test flipping
+  whole clusters (the other two would count correlated items as independent evidence). With two or
+  more seeds, the seeds × items variance-components t-test (`paired.seed_item_test`), whose SE counts
+  the seeds' variance beside the items' and whose df is Satterthwaite's; the item-only tests are kept
+  beside it for reference. `level="seed"`: a t-test on per-seed mean differences (S − 1 df).
+- Holm–Bonferroni across one family (`adjust`; the report declares its families in `analysis.families`),
+  leaving out of m the rows whose arms answered identically (Tarone 1990); Cohen's d_z; the MDE of the
+  test of record (its SE and df) at 80% power, not given with fewer than `MIN_SEEDS_FOR_POWER` seeds
+  or without variance (identical answers, one discordant item: `degeneracy`).
+- Verdict (the test's): "better"/"worse" only when the adjusted p is below alpha and the CI excludes 0,
+  else "not significant". Which sign is better is the metric's declared direction
+  (`harness.evaluation.metrics.score_spec`); a descriptive score (a length) is only "higher" or "lower".
+- Outcome (the decision): regressed / equivalent within ±tolerance / improved / inconclusive with the
+  items that would decide (`harness.stats.equivalence.decide`), against one tolerance for every
+  comparison, a share of the metric's declared range (`tolerance_for`). CIs stay within that range
+  (a paired difference of [0, 1] scores within [−1, 1]).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,11 +41,25 @@ from analysis.errors import (AnalysisError, MissingSeedsError, NaNScoreError, Un
                              UnpairedItemsError)
 from analysis.load import SCORE_PREFIX, Study
 from harness.evaluation.metrics import score_spec
-from harness.stats import paired
+from harness.stats import equivalence, paired
 
 Level = Literal["item", "seed"]
-BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"
+BETTER, WORSE, NOT_SIGNIFICANT = "better", "worse", "not significant"
 HIGHER, LOWER = "higher", "lower"  # the verdicts of a descriptive score: a difference, not an improvement
+# The equivalence margin, as a share of a metric's declared range: ±0.02 for a score in [0, 1].
+DEFAULT_TOLERANCE = 0.02
+# Seeds a seed-aware MDE and items-needed figure need: with 2 the seed variance has 1 df.
+MIN_SEEDS_FOR_POWER = 3
+IDENTICAL, ONE_DISCORDANT, CONSTANT = ("no variance: identical answers", "one discordant item",
+                                       "no variance: every item differs by the same amount")
+DEGENERATE_NOTES = {
+    IDENTICAL: "no variance: identical answers (both arms score the same on every item and seed): nothing to "
+               "test, no MDE",
+    ONE_DISCORDANT: "one discordant item: every other item scores the same under both arms, so the Δ {diff} "
+                    "is one item's; no MDE",
+    CONSTANT: "no variance: every item differs by the same amount ({diff}): the spread a test and an MDE need "
+              "is absent",
+}
 _SHOW = 5  # item ids quoted in an error message
 
 
@@ -74,11 +90,31 @@ class Comparison:
     cluster_se: float  # cluster-robust SE of the mean difference; NaN unless items share sources
     n_clusters: int
     level: str
-    verdict: str = ""
+    verdict: str = ""  # the test's: better/worse (higher/lower) or not significant
     note: str = ""
+    seed_diffs: tuple[float, ...] = ()  # each seed's own Δ, beside the pooled `diff`
+    se: float = math.nan  # SE of the mean difference under the test of record (seeds counted when several)
+    se_seeds: float = 0.0  # its seed-to-seed part, which more items do not shrink
+    df: float = math.nan  # the test's degrees of freedom
+    degenerate: str = ""  # IDENTICAL, ONE_DISCORDANT or CONSTANT when there is no variance to test
+    context: str = ""  # what the caller says about the pair (seeds used), kept in `note`
+    counted: bool = True  # counts towards m in its Holm family (identical answers do not: Tarone 1990)
+    tolerance: float = math.nan  # the equivalence margin, in the metric's units (NaN: no equivalence claim)
+    outcome: str = ""  # regressed / equivalent / improved / inconclusive (higher / lower for a descriptive score)
+    items_needed: int | None = None  # paired units for a CI inside ±tolerance at this variance
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        """A comparison as `to_dict` wrote it (a report.json row): other keys ignored, the fields an older report
+        predates left at their defaults, JSON's null read back as NaN. A missing required field is a `TypeError`."""
+        known = {f.name: f.type for f in fields(cls)}
+        values = {k: (math.nan if v is None and known[k] == "float" else v) for k, v in data.items() if k in known}
+        if "seed_diffs" in values:
+            values["seed_diffs"] = tuple(values["seed_diffs"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -200,14 +236,41 @@ def paired_scores(study: Study, a: str, b: str, metric: str, *, seeds: Sequence[
                         tuple(item_ids), _shared_clusters(rows_a, item_ids), score_spec(metric).range_of((1.0, -1.0)))
 
 
+def degeneracy(cells: np.ndarray) -> str:
+    """Why a seeds × items matrix of differences has no variance to test, or "" when it has some.
+
+    Zero up to float noise relative to the cells' own size (`paired.no_spread`), never an exact `== 0`.
+    """
+    d = np.asarray(cells, dtype=float)
+    scale = float(np.abs(d).max()) if d.size else 0.0
+    discordant = ~np.isclose(d, 0.0, rtol=0.0, atol=paired.SPREAD_RTOL * max(scale, 1e-300))
+    items = int(discordant.any(axis=0).sum())
+    if items == 0:
+        return IDENTICAL
+    if items == 1 and d.shape[1] > 1:
+        return ONE_DISCORDANT
+    if paired.no_spread(float(np.ptp(d)), scale):
+        return CONSTANT
+    return ""
+
+
 def pair_statistics(scores: PairedScores, *, level: Level = "item", confidence: float = 0.95,
                     n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0, alpha: float = 0.05) -> Comparison:
-    """All statistics of one aligned pair, before multiplicity adjustment (`p_adjusted` = `p`).
+    """All statistics of one aligned pair, before multiplicity adjustment (`p_adjusted` = `p`) and the verdict.
 
-    The test behind `p`: with `level="seed"`, the t-test on per-seed mean differences; otherwise the
-    item test (McNemar exact for one seed of binary scores, else Wilcoxon signed-rank) — unless items
-    share sources, where that test would count correlated items as independent evidence, so the
-    permutation test that flips whole clusters is used and the item test is kept only for reference.
+    The test behind `p`:
+
+    - `level="seed"`: the t-test on per-seed mean differences (S − 1 df);
+    - one seed: the item test (McNemar exact for binary scores, else Wilcoxon signed-rank) — unless items
+      share sources, where it would count correlated items as independent evidence, so the permutation
+      test that flips whole clusters is used and the item test is kept for reference;
+    - two or more seeds: the seeds × items variance-components t-test (`paired.seed_item_test`): its SE
+      counts seed-to-seed variance beside the items' (clusters' when items share sources), with
+      Satterthwaite df. The item-only tests ignore the seeds' variance, so they are kept for reference only.
+
+    The MDE is that test's own (its SE and df). It needs the seed variance estimated: with fewer than
+    `MIN_SEEDS_FOR_POWER` seeds it is not given (2 seeds: the seed variance has 1 df), nor when the
+    differences have no variance at all (`degeneracy`).
     """
     n_seeds, n_items = scores.a.shape
     if level not in ("item", "seed"):
@@ -218,10 +281,11 @@ def pair_statistics(scores: PairedScores, *, level: Level = "item", confidence: 
             f"have only seed {list(scores.seeds)}. Add seeds to the study (e.g. search.seeds: [0, 1, 2]) and "
             "run it again, or use the item-level test")
 
+    cells = scores.a - scores.b
     clusters = scores.clusters
     units_name = "clusters" if clusters is not None else "items"
     if n_seeds >= 2:
-        ci = paired.hierarchical_bootstrap_ci(scores.a - scores.b, clusters=clusters, confidence=confidence,
+        ci = paired.hierarchical_bootstrap_ci(cells, clusters=clusters, confidence=confidence,
                                               n_resamples=n_resamples, seed=seed, bounds=scores.bounds)
         ci_method = f"hierarchical bootstrap ({n_seeds} seeds × {units_name})"
     else:
@@ -230,6 +294,7 @@ def pair_statistics(scores: PairedScores, *, level: Level = "item", confidence: 
         ci_method = f"paired bootstrap over {units_name}"
 
     item_diffs = scores.item_diffs
+    scale = float(np.abs(cells).max())
     if n_seeds == 1 and paired.is_binary(scores.a) and paired.is_binary(scores.b):
         item_test, p_item = "McNemar exact", paired.mcnemar_exact(scores.a[0], scores.b[0])
     else:
@@ -237,48 +302,97 @@ def pair_statistics(scores: PairedScores, *, level: Level = "item", confidence: 
         p_item = paired.wilcoxon_signed_rank(item_diffs)
     n_clusters = len(set(clusters)) if clusters is not None else n_items
     cluster_se = paired.cluster_robust_se(item_diffs, clusters) if clusters is not None else float("nan")
+    degenerate = degeneracy(cells)
+    se_seeds = 0.0
 
     if level == "seed":
         units = scores.seed_diffs
         p_perm = paired.paired_permutation_test(units, n_resamples=n_resamples, seed=seed)
         test, p = f"t-test on per-seed means (df={n_seeds - 1})", paired.seed_level_t_test(units)
-        mde = paired.minimum_detectable_difference(float(units.std(ddof=1)), n_seeds, alpha=alpha)
+        se, df = float(units.std(ddof=1)) / np.sqrt(n_seeds), float(n_seeds - 1)
     else:
         units = item_diffs
         p_perm = paired.paired_permutation_test(units, clusters=clusters, n_resamples=n_resamples, seed=seed)
-        if clusters is None:
+        if n_seeds >= 2 and n_items >= 2:
+            vc = paired.seed_item_test(cells, clusters=clusters)
+            test = f"seeds × items t ({n_seeds} seeds × {n_clusters} {units_name}, Satterthwaite df={vc.df:.1f})"
+            p, se, se_seeds, df = vc.p, vc.se, vc.se_seeds, vc.df
+        elif clusters is None:
             test, p = item_test, p_item
-            mde = paired.minimum_detectable_difference(float(units.std(ddof=1)) if n_items > 1 else float("nan"),
-                                                       n_items, alpha=alpha)
+            se = float(units.std(ddof=1)) / np.sqrt(n_items) if n_items > 1 else float("nan")
+            df = float(n_items - 1)
         else:
             test, p = f"sign-flip permutation by cluster ({n_clusters} clusters)", p_perm
             # Clusters are the independent units: power follows their number and the cluster-robust SE.
-            mde = paired.minimum_detectable_difference(cluster_se * np.sqrt(n_clusters), n_clusters, alpha=alpha)
+            se, df = cluster_se, float(n_clusters - 1)
+    enough_seeds = level == "seed" or n_seeds == 1 or n_seeds >= MIN_SEEDS_FOR_POWER
+    mde = (paired.minimum_detectable_se_difference(se, df, alpha=alpha)
+           if enough_seeds and not degenerate and not paired.no_spread(se, scale) else float("nan"))
     return Comparison(
         a=scores.a_label, b=scores.b_label, metric=scores.metric, n=n_items, n_seeds=n_seeds,
-        mean_a=float(scores.a.mean()), mean_b=float(scores.b.mean()), diff=float((scores.a - scores.b).mean()),
+        mean_a=float(scores.a.mean()), mean_b=float(scores.b.mean()), diff=float(cells.mean()),
         ci_low=ci[0], ci_high=ci[1], ci_method=ci_method, test=test, p=p, p_permutation=p_perm,
         item_test=item_test, p_item_test=p_item, p_adjusted=p,
         effect_size=paired.cohens_dz(units), effect_size_kind=f"Cohen's d_z (per-{level} differences)",
-        mde=mde, cluster_se=cluster_se, n_clusters=n_clusters, level=level)
+        mde=mde, cluster_se=cluster_se, n_clusters=n_clusters, level=level,
+        seed_diffs=tuple(float(x) for x in scores.seed_diffs), se=float(se), se_seeds=float(se_seeds), df=float(df),
+        degenerate=degenerate)
 
 
 def _fmt(x: float) -> str:
     return f"{x:+.3f}" if np.isfinite(x) else "n/a"
 
 
-def judge(c: Comparison, *, alpha: float = 0.05) -> Comparison:
-    """Fill `verdict` and `note`: better/worse needs the adjusted p below alpha *and* a CI excluding 0.
+def tolerance_for(metric: str, tolerance: float) -> float:
+    """The report's `tolerance` (a share of a metric's declared range) in `metric`'s own units; NaN for a metric
+    whose range is unbounded, where a share of it has no size: such a metric gets no equivalence claim."""
+    spec = score_spec(metric)
+    return tolerance * (spec.high - spec.low) if spec.bounded else float("nan")
 
-    Which sign is better is `c.metric`'s declared direction; a descriptive metric's detected difference
-    is "higher" or "lower", never better or worse.
 
-    The tests treat items (or seeds) as independent; the CI also counts seed-to-seed variation and
-    shared sources. When they disagree the weaker claim is the honest one.
+def _outcome(c: Comparison, significant: bool, alpha: float, tolerance: float, confidence: float
+             ) -> tuple[str, float, int | None, str]:
+    """(outcome, tolerance in the metric's units, items needed, reason), by `harness.stats.equivalence.decide`
+    on the difference oriented by the metric's declared direction."""
+    spec = score_spec(c.metric)
+    tol = tolerance_for(c.metric, tolerance)
+    sign = -1.0 if spec.direction == "lower" else 1.0
+    diff, lo, hi = sign * c.diff, *sorted((sign * c.ci_low, sign * c.ci_high))
+    up, down = (HIGHER, LOWER) if spec.descriptive else (equivalence.IMPROVED, equivalence.REGRESSED)
+    if not np.isfinite(tol):
+        if significant:
+            return (up if diff > 0 else down), tol, None, "a significant difference"
+        return (equivalence.INCONCLUSIVE, tol, None,
+                f"no equivalence claim: {c.metric} declares no finite range, so a tolerance (a share of the "
+                "range) has no size here")
+    seed_aware = c.level == "item" and c.n_seeds >= 2
+    if c.level == "seed" or (seed_aware and c.n_seeds < MIN_SEEDS_FOR_POWER) or not np.isfinite(c.se):
+        se_items, units = float("nan"), 0
+    else:
+        se_items, units = math.sqrt(max(c.se ** 2 - c.se_seeds ** 2, 0.0)), c.n_clusters
+    e = equivalence.decide(diff, lo, hi, c.p_adjusted if significant else max(c.p_adjusted, alpha), tolerance=tol,
+                           alpha=alpha, se=se_items, n=units, confidence=confidence, fixed_se=c.se_seeds)
+    outcome = {equivalence.IMPROVED: up, equivalence.REGRESSED: down}.get(e.outcome, e.outcome)
+    return outcome, tol, e.items_needed, e.reason
+
+
+def judge(c: Comparison, *, alpha: float = 0.05, tolerance: float = DEFAULT_TOLERANCE,
+          confidence: float = 0.95) -> Comparison:
+    """Fill `verdict`, `outcome` (with `tolerance` and `items_needed`) and `note`.
+
+    `verdict` is the test's: better/worse needs the adjusted p below alpha *and* a CI excluding 0 (which
+    sign is better is `c.metric`'s declared direction; a descriptive metric's difference is "higher" or
+    "lower"), else "not significant". `outcome` is the decision a reader acts on, against one tolerance
+    (`tolerance`, a share of the metric's declared range, `tolerance_for`): regressed, equivalent within
+    ±tolerance, improved, or inconclusive with how many items would decide
+    (`harness.stats.equivalence.decide`). A "not significant" is never read as "no difference".
     """
-    notes = []
-    if c.ci_low == c.ci_high == c.diff == 0:
-        notes.append("the two arms scored identically on every item: there is no difference to test")
+    notes = [c.context] if c.context else []
+    if c.degenerate:
+        notes.append(DEGENERATE_NOTES[c.degenerate].format(diff=_fmt(c.diff)))
+    if c.level == "item" and 2 <= c.n_seeds < MIN_SEEDS_FOR_POWER:
+        notes.append(f"{c.n_seeds} seeds: the seed-to-seed variance has {c.n_seeds - 1} df, too few to estimate "
+                     f"it: no MDE and no items-needed figure (give {MIN_SEEDS_FOR_POWER} or more seeds)")
     if "permutation" in c.test:
         units = c.n_clusters if c.level == "item" else c.n_seeds
         if 2 / 2 ** units >= alpha:  # the smallest p an exact sign-flip test over `units` can give
@@ -296,33 +410,34 @@ def judge(c: Comparison, *, alpha: float = 0.05) -> Comparison:
         improves = score_spec(c.metric).improves(c.diff)
         verdict = (HIGHER if c.diff > 0 else LOWER) if improves is None else BETTER if improves else WORSE
     else:
-        verdict = NO_DIFFERENCE
-        units = (f"{c.n_seeds} seeds" if c.level == "seed" else
-                 f"{c.n_clusters} clusters" if c.n_clusters < c.n else f"{c.n} items")
-        if np.isfinite(c.mde) and -c.mde < c.ci_low and c.ci_high < c.mde:
-            notes.append(f"underpowered: {units} detect differences of ±{c.mde:.3f} or more at 80% power; the "
-                         "whole CI lies inside that, so smaller real differences cannot be ruled out")
-        elif c.ci_low <= 0 <= c.ci_high and np.isfinite(c.mde):
-            notes.append(f"inconclusive: the CI [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}] includes both 0 and "
-                         f"differences beyond the MDE ±{c.mde:.3f}; more items (or seeds) are needed")
-        elif not c.ci_low <= 0 <= c.ci_high:
-            notes.append(f"the CI [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}] excludes 0 but {c.test} is not "
-                         f"significant after adjustment (adjusted p={c.p_adjusted:.3g}): weak evidence only")
+        verdict = NOT_SIGNIFICANT
+    outcome, tol, needed, reason = _outcome(c, significant, alpha, tolerance, confidence)
+    notes.append(f"{outcome}" + (f" (±{tol:.3g})" if np.isfinite(tol) else "") + f": {reason}")
+    if not c.counted:
+        notes.append("not counted in its Holm family: identical answers cannot reach significance (Tarone 1990)")
     if c.n_clusters < c.n and np.isfinite(c.cluster_se):
         notes.append(f"{c.n} items from {c.n_clusters} sources (cluster-robust SE {c.cluster_se:.3f}): tested "
                      "and resampled by cluster")
-    return replace(c, verdict=verdict, note="; ".join(notes))
+    return replace(c, verdict=verdict, outcome=outcome, tolerance=tol, items_needed=needed, note="; ".join(notes))
 
 
-def adjust(comparisons: Sequence[Comparison], *, alpha: float = 0.05) -> list[Comparison]:
-    """Holm–Bonferroni across `comparisons` (one table), then verdicts."""
-    adjusted = paired.holm([c.p for c in comparisons])
-    return [judge(replace(c, p_adjusted=float(p)), alpha=alpha) for c, p in zip(comparisons, adjusted)]
+def adjust(comparisons: Sequence[Comparison], *, alpha: float = 0.05, tolerance: float = DEFAULT_TOLERANCE,
+           confidence: float = 0.95) -> list[Comparison]:
+    """Holm–Bonferroni across `comparisons` (one family), then verdicts and outcomes.
+
+    A comparison whose arms answered identically (`degenerate == IDENTICAL`) cannot reach significance
+    whatever m is, so it is left out of m (Tarone 1990) and keeps its raw p; the others are adjusted together.
+    """
+    counted = [c.degenerate != IDENTICAL for c in comparisons]
+    adjusted = iter(paired.holm([c.p for c, k in zip(comparisons, counted) if k]))
+    return [judge(replace(c, p_adjusted=float(next(adjusted)) if k else c.p, counted=k), alpha=alpha,
+                  tolerance=tolerance, confidence=confidence) for c, k in zip(comparisons, counted)]
 
 
 def compare(study: Study, pairs: Sequence[tuple[str, str]], metric: str, *, level: Level = "item",
             seeds: Sequence[int] | None = None, alpha: float = 0.05, confidence: float = 0.95,
-            n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0) -> list[Comparison]:
+            n_resamples: int = paired.DEFAULT_RESAMPLES, seed: int = 0,
+            tolerance: float = DEFAULT_TOLERANCE) -> list[Comparison]:
     """Compare each `(a, b)` arm-label pair on `metric` (diff = a - b), Holm-adjusted across `pairs`.
 
     Raises `UnpairedItemsError` when two arms answered different items (or splits, or seeds),
@@ -330,7 +445,7 @@ def compare(study: Study, pairs: Sequence[tuple[str, str]], metric: str, *, leve
     """
     results = [pair_statistics(paired_scores(study, a, b, metric, seeds=seeds), level=level, confidence=confidence,
                          n_resamples=n_resamples, seed=seed, alpha=alpha) for a, b in pairs]
-    return adjust(results, alpha=alpha)
+    return adjust(results, alpha=alpha, tolerance=tolerance, confidence=confidence)
 
 
 @dataclass(frozen=True)

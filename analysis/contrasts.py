@@ -315,7 +315,7 @@ class _Builder:
             return a_label, b_label, str(e)
         trials = lambda side: tuple(sorted({t for label, w in side.items() if w > 0  # noqa: E731
                                             for t in design.trials[label]}))
-        return Contrast(comparison=replace(c, note=note), arm=design.arm, averaged_over=free, combinations=combos,
+        return Contrast(comparison=replace(c, context=note), arm=design.arm, averaged_over=free, combinations=combos,
                         trials_a=trials(a), trials_b=trials(b), **fields)
 
     def level_mean(self, design: _Design, fix: dict[int, int], **fields: Any) -> LevelMean | None:
@@ -341,12 +341,13 @@ def _label(arm: str, *tags: str) -> str:
 
 def _family(name: str, title: str, kind: str, factor: str, by: str | None,
             results: Sequence[Contrast | tuple[str, str, str]], *, alpha: float, note: str = "") -> ContrastFamily:
+    """Holm within the table, for a caller of `study_contrasts` alone; a report adjusts again by its declared
+    families (`analysis.families.declare_families`)."""
     done = [r for r in results if isinstance(r, Contrast)]
     refused = [r for r in results if not isinstance(r, Contrast)]
     adjusted = adjust([c.comparison for c in done], alpha=alpha)
-    merged = [replace(c, comparison=replace(adj, note="; ".join(filter(None, [c.comparison.note, adj.note]))))
-              for c, adj in zip(done, adjusted)]
-    return ContrastFamily(name, title, kind, factor, by, merged, refused, note)
+    return ContrastFamily(name, title, kind, factor, by, [replace(c, comparison=adj) for c, adj in zip(done, adjusted)],
+                          refused, note)
 
 
 def _averaging_note(factor: Factor, others: Sequence[Factor]) -> str:

@@ -2,25 +2,39 @@
 
 Figures are built on `matplotlib.figure.Figure` directly (no pyplot global state, no GUI backend),
 so they render the same in a notebook, a CLI and a test. Every function returns a `FigureFiles`:
-the paths it wrote, or none and the reason it skipped (the study lacks the data it needs).
+the paths it wrote and the figure itself, or none and the reason it skipped (the study lacks the data it needs).
+
+What a reader sees is kept readable: metrics by their display names, arms by what tells them apart
+(`analysis.labels`), legends outside the axes (they cover no data), tick density bounded (`MaxNLocator`),
+titles and long labels wrapped to the figure's width, point labels placed where they overlap nothing.
+Categorical levels are points with whiskers, never joined by a line; the discrete levels of a number are
+joined by a thin line between their means, never by an interpolated CI band. `tests/support/figure_layout.py`
+checks the drawn text of every figure of the smoke studies.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.lines
 import matplotlib.patches
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
 
+from analysis import front
 from analysis.compare import Comparison, Quality
 from analysis.contrasts import Factor, LevelMean, slug
+from analysis.labels import config_params, parse_label, short_labels, short_params, varying_keys
 from analysis.load import SCORE_PREFIX, Study
 from harness.evaluation.metrics import HIGHER, LOWER, display_name, score_spec
 from harness.stats.factors import format_value, same_level
@@ -31,21 +45,27 @@ STYLE = {
     "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.4, "savefig.dpi": 200,
     "pdf.fonttype": 42,  # TrueType, not Type 3, in PDFs: editable text, accepted by ACM/IEEE checks
 }
-# A descriptive metric's "higher" and "lower" get colours that say neither good nor bad.
-VERDICT_COLOURS = {"better": "#1b7837", "worse": "#b2182b", "higher": "#2166ac", "lower": "#8073ac",
-                   "no detectable difference": "#7f7f7f"}
+# Coloured by outcome; a descriptive metric's "higher" and "lower" get colours that say neither good nor bad.
+VERDICT_COLOURS = {"improved": "#1b7837", "regressed": "#b2182b", "higher": "#2166ac", "lower": "#8073ac",
+                   "equivalent": "#92c5de", "inconclusive": "#7f7f7f"}
+FRONT_COLOURS = {front.OPTIMAL: "#d95f02", front.TIED: "#7570b3", front.DOMINATED: "0.6"}
 UNIT_PANEL = "scores in [0, 1]"
 RANK_PARAM = "lora.r"
+LEGEND_FONT = 7.0
+# An average DejaVu Sans glyph is about 0.6 em wide: how many characters fit on a line of a given width.
+_GLYPH_EM = 0.6
 
 
 @dataclass(frozen=True)
 class FigureFiles:
-    """What one figure function produced: its files, or why it produced none."""
+    """What one figure function produced: its files and the figure, or why it produced none."""
 
     name: str
     paths: tuple[Path, ...] = ()
     skipped: str | None = None
     caption: str = ""
+    # The drawn figure itself, for checks of its layout (`tests/support/figure_layout.py`); None when skipped.
+    figure: Figure | None = field(default=None, compare=False, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.paths)
@@ -70,9 +90,10 @@ def _save(fig: Figure, out_dir: Path, name: str, caption: str) -> FigureFiles:
     with matplotlib.rc_context(STYLE):
         for suffix in (".png", ".pdf"):
             path = out_dir / f"{name}{suffix}"
-            fig.savefig(path)
+            # No creation date: the same trials give the same bytes (committed reports re-render identically).
+            fig.savefig(path, metadata={"CreationDate": None} if suffix == ".pdf" else None)
             paths.append(path)
-    return FigureFiles(name, tuple(paths), caption=caption)
+    return FigureFiles(name, tuple(paths), caption=caption, figure=fig)
 
 
 def _figure(width: float = 5.0, height: float = 3.2, **subplots) -> tuple[Figure, np.ndarray]:
@@ -96,155 +117,380 @@ def _skip(name: str, reason: str) -> FigureFiles:
     return FigureFiles(name, skipped=reason)
 
 
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """`text` wrapped to lines of about `width_in` inches at `fontsize` points."""
+    return textwrap.fill(text, max(12, int(width_in * 72 / (_GLYPH_EM * fontsize))), break_on_hyphens=False)
+
+
+def _minus(text: str) -> str:
+    return text.replace("-", "−")  # a typographic minus, as the tables print it
+
+
+def metric_name(metric: str) -> str:
+    """A metric's display name for a figure; an lm-eval task id without its `_local` suffix and underscores
+    (`arc_easy_local acc` → `arc easy accuracy`)."""
+    return re.sub(r"_local\b", "", display_name(metric)).replace("_", " ")
+
+
+def _readable(text: str, metrics: Sequence[str]) -> str:
+    """A title with each metric key in it replaced by the metric's display name."""
+    for m in sorted(metrics, key=len, reverse=True):
+        text = text.replace(m, metric_name(m))
+    return text
+
+
+def _few_ticks(axis, nbins: int = 5) -> None:
+    """At most about `nbins` intervals of round numbers on a linear axis: tick labels never run together."""
+    axis.set_major_locator(MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]))
+
+
+def _legend_outside(fig: Figure, handles: Sequence, labels: Sequence[str], *, title: str | None = None,
+                    below: bool | None = None) -> None:
+    """One legend outside every axes (constrained layout makes room for it), so it covers no data: to the right
+    for short labels, below the axes in as many columns as fit for long ones."""
+    if not handles:
+        return
+    longest = max(len(line) for label in labels for line in label.split("\n"))
+    below = longest > 24 if below is None else below
+    if below:
+        fits = int(fig.get_figwidth() * 72 / (_GLYPH_EM * LEGEND_FONT * (longest + 5)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(len(labels), fits)), frameon=False,
+                   fontsize=LEGEND_FONT, title=title, title_fontsize=LEGEND_FONT)
+    else:
+        fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=LEGEND_FONT, title=title,
+                   title_fontsize=LEGEND_FONT)
+
+
+def _trial_lines(log: pd.DataFrame) -> tuple[dict[str, str], dict[str, Any], dict[Any, str]]:
+    """How a per-trial log draws: each grid point's short name and colour, each seed's line style."""
+    configs = sorted(log["config"].fillna("").unique(), key=str)
+    keys = varying_keys(config_params(c) for c in configs)
+    palette = matplotlib.colormaps["tab10" if len(configs) <= 10 else "viridis"]
+    colours = {c: palette(i if len(configs) <= 10 else 0.85 * i / (len(configs) - 1)) for i, c in enumerate(configs)}
+    seeds = sorted(log["seed"].dropna().unique())
+    styles = {s: ls for s, ls in zip(seeds, ["-", "--", ":", "-."] * (len(seeds) // 4 + 1))}
+    return {c: short_params(config_params(c), keys) for c in configs}, colours, styles
+
+
 def loss_curves(study: Study, out_dir: Path, *, name: str = "loss_curves") -> FigureFiles:
-    """Training loss against step, one line per trial (colour: config, line style: seed)."""
+    """Training loss against step, one line per trial (colour: config, line style: seed); one panel per kind
+    of loss (SFT's cross-entropy and KD's divergence to a teacher are not one scale)."""
+    from harness.stages.registry import stage_named
+
     log = study.train_log
     if log.empty or "loss" not in log or "step" not in log or log["loss"].notna().sum() == 0:
         return _skip(name, "no training loss logged (train_log.jsonl) in any trial")
+    log = log.assign(training=log["training"].fillna("sft") if "training" in log else "sft")
+    kinds = sorted(log["training"].unique(), key=lambda k: (k != "sft", k))
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(5.5, 3.4)
-        ax = axes[0, 0]
-        configs = sorted(log["config"].fillna("").unique(), key=str)
-        palette = matplotlib.colormaps["tab10" if len(configs) <= 10 else "viridis"]
-        colours = {c: palette(i if len(configs) <= 10 else 0.85 * i / (len(configs) - 1)) for i, c in enumerate(configs)}
-        seeds = sorted(log["seed"].dropna().unique())
-        styles = {s: ls for s, ls in zip(seeds, ["-", "--", ":", "-."] * (len(seeds) // 4 + 1))}
-        for trial, rows in log.groupby("trial"):
-            rows = rows.dropna(subset=["loss"]).sort_values("step")
-            config, seed, status = rows["config"].iloc[0], rows["seed"].iloc[0], rows["status"].iloc[0]
-            label = ((f"{config} · seed {seed}" if config else f"seed {seed}")
-                     + ("" if status == "complete" else f" ({status})"))
-            ax.plot(rows["step"], rows["loss"], color=colours[config], linestyle=styles.get(seed, "-"),
-                    alpha=1.0 if status == "complete" else 0.4, label=label)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("training loss (cross-entropy, nats/token)")
-        ax.set_title(f"{study.name}: training loss per trial")
-        n_trials = log["trial"].nunique()
-        if n_trials <= 16 and max(len(str(c)) for c in configs) > 30:
-            # Several factors make long labels: inside the axes they would squeeze the plot to nothing.
-            fig.set_figheight(3.4 + 0.15 * n_trials)
-            fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", frameon=False, fontsize=6.5)
-        elif n_trials <= 16:
-            ax.legend(frameon=False, ncols=2 if n_trials > 6 else 1)
-    return _save(fig, out_dir, name, ("Training loss of each trial's first training (SFT) per step; colour is the grid "
-                                     "point, line style the seed. A continuing stage (DPO, GRPO) logs to its own "
-                                     "file in the trial (dpo_log.jsonl, grpo_log.jsonl)."))
+        fig, axes = _figure(5.5, 3.4 if len(kinds) == 1 else 2.6 * len(kinds), nrows=len(kinds), sharex=True)
+        names, colours, styles = _trial_lines(log)
+        legend: dict[str, object] = {}
+        for ax, kind in zip(axes[:, 0], kinds):
+            for trial, rows in log[log["training"] == kind].groupby("trial"):
+                rows = rows.dropna(subset=["loss"]).sort_values("step")
+                if rows.empty:
+                    continue
+                config, seed, status = rows["config"].iloc[0], rows["seed"].iloc[0], rows["status"].iloc[0]
+                label = (", ".join(part for part in (names.get(config, ""), f"seed {seed}") if part)
+                         + ("" if status == "complete" else f" ({status})"))
+                line, = ax.plot(rows["step"], rows["loss"], color=colours[config], linestyle=styles.get(seed, "-"),
+                                alpha=1.0 if status == "complete" else 0.4)
+                legend.setdefault(label, line)
+            stage = stage_named(kind)
+            what = stage.loss if stage is not None and stage.loss else "loss"
+            ax.set_ylabel(f"{kind.upper()} loss\n({what})" if len(kinds) > 1 else f"training loss\n({what})",
+                          fontsize=7.5)
+        axes[-1, 0].set_xlabel("training step")
+        axes[0, 0].set_title(_wrap(f"{study.name}: training loss per trial", 4.0, STYLE["axes.titlesize"]))
+        if len(legend) <= 16:  # more would be a wall of text: the caption says what colour and style mean
+            _legend_outside(fig, list(legend.values()), list(legend))
+    return _save(fig, out_dir, name, ("Training loss of each trial's first training (SFT, or KD's divergence to the "
+                                     "teacher, in its own panel) per step; colour is the grid point, line style the "
+                                     "seed. A continuing stage (DPO, GRPO) logs to its own file in the trial "
+                                     "(dpo_log.jsonl, grpo_log.jsonl)."))
+
+
+def stage_diagnostics(study: Study, out_dir: Path, *, name: str = "stage_diagnostics") -> FigureFiles:
+    """What each continuing stage's training did per step, from its own log: the loss and the values its
+    registry entry declares (DPO's reward margin, reward accuracy and log-probs; GRPO's reward, its spread
+    within a group and the share of groups with no advantage). One row of panels per stage, a line per trial."""
+    from harness.stages.registry import stage_named
+
+    log = study.stage_logs
+    if log.empty or "step" not in log:
+        return _skip(name, "no continuing stage (DPO, GRPO) logged its training in any trial")
+    panels: list[tuple[str, str, str]] = []  # (stage, key, what it is)
+    constant: list[str] = []
+    for stage_name in sorted(log["stage"].unique()):
+        stage = stage_named(stage_name)
+        rows = log[log["stage"] == stage_name]
+        declared = [("loss", stage.loss if stage and stage.loss else "loss"), *(stage.diagnostics if stage else ())]
+        for key, what in declared:
+            values = rows[key].dropna() if key in rows else pd.Series(dtype=float)
+            if values.empty:
+                continue
+            if values.nunique() == 1:  # a flat line says less than its value does (and repeats any other flat one)
+                constant.append(f"{stage_name.upper()} {key} = {values.iloc[0]:.4g}")
+            else:
+                panels.append((stage_name, key, what))
+    if not panels:
+        return _skip(name, "the continuing stages' logs hold none of the values their stages declare"
+                     + (f" that vary (constant: {'; '.join(constant)})" if constant else ""))
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    names, colours, styles = _trial_lines(log)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(2.6 * cols + 1.6, 2.3 * nrows, nrows=nrows, ncols=cols)
+        legend: dict[str, object] = {}
+        for ax, (stage_name, key, what) in zip(axes.flat, panels):
+            for trial, rows in log[log["stage"] == stage_name].dropna(subset=[key]).groupby("trial"):
+                rows = rows.sort_values("step")
+                config, seed = rows["config"].iloc[0], rows["seed"].iloc[0]
+                line, = ax.plot(rows["step"], rows[key], color=colours[config], linestyle=styles.get(seed, "-"),
+                                marker="o", markersize=2.5)
+                label = ", ".join(p for p in (names.get(config, ""), f"seed {seed}") if p)
+                legend.setdefault(label, line)
+            title = what if what.upper().startswith(stage_name.upper()) else f"{stage_name.upper()}: {what}"
+            ax.set_title(_wrap(title, 2.4, STYLE["axes.titlesize"] * 0.8),
+                         fontsize=STYLE["axes.titlesize"] * 0.8)
+            ax.set_xlabel("step", fontsize=7.5)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        if len(legend) <= 16:
+            _legend_outside(fig, list(legend.values()), list(legend))
+    return _save(fig, out_dir, name, ("Each continuing stage's training per logged step, from its own log "
+                                     "(dpo_log.jsonl, grpo_log.jsonl): its loss and the values the stage declares; "
+                                     "colour is the grid point, line style the seed."
+                                     + (f" Constant throughout, not drawn: {'; '.join(constant)}." if constant else "")))
+
+
+def _series_label(arm: str, params: dict[str, str]) -> str:
+    """An arm label rebuilt from its arm and some of its params (`analysis.load.arm_label`'s form)."""
+    return f"{arm}[{','.join(f'{k}={v}' for k, v in params.items())}]" if params else arm
 
 
 def quality_vs_rank(study: Study, qualities: Sequence[Quality], metric: str, out_dir: Path, *,
                     name: str = "quality_vs_rank") -> FigureFiles:
-    """Quality against LoRA rank (log2 axis) with CI bands; untuned arms as horizontal reference bands."""
+    """Quality at each LoRA rank (log2 axis), each rank's mean with its CI whiskers and a thin line between one
+    series' means; untuned arms as horizontal reference bands."""
     if RANK_PARAM not in study.varying_params:
         return _skip(name, f"the study does not vary '{RANK_PARAM}'")
     points = []
     for q in qualities:
         params = study.params_of(q.label)
         if RANK_PARAM in params and q.metric == metric:
-            series = ",".join(f"{k}={v}" for k, v in params.items() if k != RANK_PARAM)
-            points.append((study.rows(q.label)["arm"].iloc[0], series, float(params[RANK_PARAM]), q))
-    if len({p[2] for p in points}) < 2:
+            arm, shown = parse_label(q.label)
+            series = _series_label(arm, {k: v for k, v in shown.items() if k != RANK_PARAM})
+            points.append((series, float(params[RANK_PARAM]), q))
+    if len({p[1] for p in points}) < 2:
         return _skip(name, f"fewer than two '{RANK_PARAM}' values among complete trials")
     references = [q for q in qualities if q.metric == metric and RANK_PARAM not in study.params_of(q.label)]
+    names = short_labels([p[0] for p in points] + [q.label for q in references])
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure()
+        fig, axes = _figure(5.5, 3.3)
         ax = axes[0, 0]
-        ranks = sorted({p[2] for p in points})
-        for (arm, series), group in pd.DataFrame(points, columns=["arm", "series", "rank", "q"]).groupby(
-                ["arm", "series"], sort=True):
+        ranks = sorted({p[1] for p in points})
+        frame = pd.DataFrame(points, columns=["series", "rank", "q"])
+        groups = list(frame.groupby("series", sort=True))
+        for k, (series, group) in enumerate(groups):
             group = group.sort_values("rank")
-            mean = [q.mean for q in group["q"]]
-            line, = ax.plot(group["rank"], mean, marker="o", label=f"{arm}" + (f" [{series}]" if series else ""))
-            ax.fill_between(group["rank"], [q.ci_low for q in group["q"]], [q.ci_high for q in group["q"]],
-                            color=line.get_color(), alpha=0.2, linewidth=0)
+            # Series are nudged apart on the log axis so their whiskers do not hide each other.
+            xs = group["rank"].to_numpy(float) * 2 ** (0.05 * (k - (len(groups) - 1) / 2))
+            mean = np.array([q.mean for q in group["q"]])
+            err = np.vstack([mean - [q.ci_low for q in group["q"]], [q.ci_high for q in group["q"]] - mean])
+            ax.errorbar(xs, mean, yerr=err, marker="o", capsize=3, linewidth=0.8, label=names[series])
         for q in references:
-            line = ax.axhline(q.mean, color="0.35", linestyle="--", linewidth=1, label=f"{q.label} (untuned)")
+            ax.axhline(q.mean, color="0.35", linestyle="--", linewidth=1, label=f"{names[q.label]} (untuned)")
             ax.axhspan(q.ci_low, q.ci_high, color="0.5", alpha=0.12, linewidth=0)
-        _score_ylim(ax, [v for _, _, _, q in points for v in (q.ci_low, q.ci_high)]
+        _score_ylim(ax, [v for _, _, q in points for v in (q.ci_low, q.ci_high)]
                     + [v for q in references for v in (q.ci_low, q.ci_high)])
         ax.set_xscale("log", base=2)
         ax.set_xticks(ranks, [f"{r:g}" for r in ranks])
         ax.minorticks_off()
         ax.set_xlabel("LoRA rank r (log scale)")
-        ax.set_ylabel(f"{display_name(metric)} (mean over items)")
-        ax.set_title(f"{display_name(metric)} vs LoRA rank, 95% CI bands")
-        ax.legend(frameon=False)
-    return _save(fig, out_dir, name, f"Mean {metric} against LoRA rank; shaded: bootstrap 95% CI "
-                                     "(seeds × items when there are several seeds).")
+        ax.set_ylabel(f"{metric_name(metric)} (mean, 95% CI)")
+        ax.set_title(_wrap(f"{metric_name(metric)} at each LoRA rank", 4.0, STYLE["axes.titlesize"]))
+        _legend_outside(fig, *ax.get_legend_handles_labels())
+    return _save(fig, out_dir, name, f"Mean {metric_name(metric)} at each LoRA rank with its bootstrap 95% CI (seeds "
+                                     "× items when there are several seeds); a thin line joins one series' means "
+                                     "(nothing is measured between ranks); the dashed line and grey band: an untuned "
+                                     "arm's mean and CI.")
 
 
-def pareto_front(table: pd.DataFrame, metric: str, out_dir: Path, *, name: str = "pareto_front") -> FigureFiles:
-    """Quality against cost per 1K calls (or device-seconds per item when no price is given); the front drawn.
+# Where a point's label may go, in offset points from it (dx, dy, ha, va): the first that overlaps nothing wins.
+_LABEL_PLACES = [(5, 4, "left", "bottom"), (5, -4, "left", "top"), (-5, 4, "right", "bottom"),
+                 (-5, -4, "right", "top"), (0, 9, "center", "bottom"), (0, -9, "center", "top"),
+                 (9, 0, "left", "center"), (-9, 0, "right", "center"), (8, 16, "left", "bottom"),
+                 (-8, -16, "right", "top"), (8, -16, "left", "top"), (-8, 16, "right", "bottom")]
+_MARK_PX = 5.0  # half the box a point's marker is kept clear in
 
-    Without prices the x axis is device time per item, not latency per call: a batched arm's call answers
-    a whole batch, so its per-call latency is not comparable with a one-item-per-call arm's.
+
+def _boxes_overlap(a: Bbox, b: Bbox) -> bool:
+    return min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0)
+
+
+def _place_labels(fig: Figure, ax, points: Sequence[tuple[float, float, str]], fontsize: float = 7.0) -> None:
+    """Label each point at the first of `_LABEL_PLACES` where its text overlaps no other label and no marker
+    and stays inside the axes. Placed after the layout is done (the labels take no part in it), so the
+    positions measured are the ones saved."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    marks = [Bbox.from_bounds(px - _MARK_PX, py - _MARK_PX, 2 * _MARK_PX, 2 * _MARK_PX)
+             for px, py in ax.transData.transform([(x, y) for x, y, _ in points])]
+    placed: list[Bbox] = []
+    for x, y, text in points:
+        chosen = None
+        for dx, dy, ha, va in _LABEL_PLACES:
+            note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                               fontsize=fontsize, annotation_clip=False)
+            note.set_in_layout(False)
+            box = note.get_window_extent(renderer)
+            inside = box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
+            if inside and not any(_boxes_overlap(box, other) for other in [*placed, *marks]):
+                chosen = box
+                break
+            note.remove()
+        if chosen is None:  # nowhere free: the first place, which the layout check reports
+            dx, dy, ha, va = _LABEL_PLACES[0]
+            note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                               fontsize=fontsize, annotation_clip=False)
+            note.set_in_layout(False)
+            chosen = note.get_window_extent(renderer)
+        placed.append(chosen)
+
+
+def stand_in_arms(study: Study) -> set[str]:
+    """Arms served by an endpoint whose spec carries a `note` (a local stand-in for the model it names)."""
+    return {e["name"] for e in study.endpoints if e.get("role") == "contestant" and e.get("note")}
+
+
+def pareto_front(study: Study, table: pd.DataFrame, metric: str, out_dir: Path, *,
+                 price_per_device_hour: float | None = None, confidence: float = 0.95, seed: int = 0,
+                 name: str = "pareto_front") -> FigureFiles:
+    """Quality against cost per 1K calls (or device-seconds per item when no price is given), both with CIs;
+    each arm marked Pareto-optimal, dominated or not distinguishable by `analysis.front.front_status`.
+
+    The x axis is per item, never per call: a batched local call answers a whole batch and an endpoint call one
+    item, so per-call latencies are not comparable (each label says how many items a call answered).
     """
     if table["cost_per_1k_calls"].notna().sum() >= 2:
-        x_col, x_label = "cost_per_1k_calls", "cost per 1K calls ($)"
+        x_col, x_label = "cost_per_1k_calls", "cost per 1K calls ($; local arms: device time × price)"
     else:
-        x_col, x_label = "device_s_per_item", "device seconds per item (batch time shared by its items)"
+        x_col, x_label = "device_s_per_item", "device-seconds per item (a call's time shared by its items)"
     spec = score_spec(metric)
     if spec.descriptive:
         return _skip(name, f"{metric} is descriptive (neither direction is better): no quality to trade off")
-    data = table.dropna(subset=[x_col, "quality"])
+    data = table.dropna(subset=[x_col, "quality"]).reset_index(drop=True)
     if len(data) < 2:
         return _skip(name, f"fewer than two arms with both {metric} and {x_label}")
-    # An arm is on the front when no other arm is at least as cheap and at least as good, and better in one;
-    # "good" by the metric's declared direction.
-    x, y = data[x_col].to_numpy(float), data["quality"].to_numpy(float)
-    good = y if spec.direction == HIGHER else -y
-    on_front = np.array([not np.any((x <= x[i]) & (good >= good[i]) & ((x < x[i]) | (good > good[i])))
-                         for i in range(len(x))])
+    options = {"confidence": confidence, "seed": seed}
+    costs = [front.cost_interval(study.rows(arm), price_per_device_hour, **options) if x_col == "cost_per_1k_calls"
+             else front.device_s_interval(study.rows(arm), **options) for arm in data["arm"]]
+    status = front.front_status(costs, list(zip(data["quality"], data["quality_ci_low"], data["quality_ci_high"])),
+                                higher_is_better=spec.direction == HIGHER)
+    stand_ins = stand_in_arms(study)
+    is_stand_in = [study.rows(arm)["arm"].iloc[0] in stand_ins for arm in data["arm"]]
+    names = short_labels(data["arm"])
+    per_call = data["items_per_call"].to_numpy(float)
+    show_per_call = len({round(v, 1) for v in per_call if np.isfinite(v)}) > 1
+    x = data[x_col].to_numpy(float)
+    y = data["quality"].to_numpy(float)
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure()
+        fig, axes = _figure(6.0, 3.6)
         ax = axes[0, 0]
+        x_low = np.array([c.low if c.known else xi for c, xi in zip(costs, x)])
+        x_high = np.array([c.high if c.known else xi for c, xi in zip(costs, x)])
+        xerr = np.vstack([np.clip(x - x_low, 0, None), np.clip(x_high - x, 0, None)])
         yerr = np.vstack([y - data["quality_ci_low"].to_numpy(float), data["quality_ci_high"].to_numpy(float) - y])
-        ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor="0.6", elinewidth=1, capsize=2)
-        ax.scatter(x[~on_front], y[~on_front], color="0.55", zorder=3, label="dominated")
-        ax.scatter(x[on_front], y[on_front], color="#d95f02", zorder=4, label="Pareto-optimal")
-        order = np.argsort(x[on_front])
-        ax.step(x[on_front][order], y[on_front][order], where="post", color="#d95f02", alpha=0.6)
-        for xi, yi, label in zip(x, y, data["arm"]):
-            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor="0.65", elinewidth=1, capsize=2)
+        for i in range(len(data)):
+            colour = FRONT_COLOURS[status[i]]
+            ax.scatter([x[i]], [y[i]], marker="D" if is_stand_in[i] else "o", s=36, zorder=4,
+                       facecolor="white" if status[i] == front.TIED else colour, edgecolor=colour, linewidths=1.5)
+        best = [i for i in np.argsort(x) if status[i] == front.OPTIMAL]
+        if len(best) >= 2:
+            ax.step(x[best], y[best], where="post", color=FRONT_COLOURS[front.OPTIMAL], alpha=0.5, linewidth=1)
         _score_ylim(ax, [*data["quality_ci_low"], *data["quality_ci_high"]])
+        _few_ticks(ax.xaxis)
         ax.set_xlabel(x_label)
-        ax.set_ylabel(f"{display_name(metric)} (mean over items)")
-        ax.set_title(f"{'cost' if x_col == 'cost_per_1k_calls' else 'speed'}–quality trade-off "
-                     f"({display_name(metric)})")
-        ax.legend(frameon=False)
-    return _save(fig, out_dir, name, f"Mean {metric} (95% CI) against {x_label}; orange: arms no other arm beats "
-                                     "on both" + (f" (lower {metric} is better)." if spec.direction == LOWER else "."))
+        ax.set_ylabel(f"{metric_name(metric)} (mean, 95% CI)")
+        ax.set_title(_wrap(f"{'cost' if x_col == 'cost_per_1k_calls' else 'speed'}–quality trade-off "
+                           f"({metric_name(metric)})", 4.2, STYLE["axes.titlesize"]))
+        handles = [matplotlib.lines.Line2D([], [], linestyle="none", marker="o", markersize=6,
+                                           markerfacecolor="white" if s == front.TIED else FRONT_COLOURS[s],
+                                           markeredgecolor=FRONT_COLOURS[s], label=s)
+                   for s in FRONT_COLOURS if s in status]
+        if any(is_stand_in):
+            handles.append(matplotlib.lines.Line2D([], [], linestyle="none", marker="D", markersize=6,
+                                                   markerfacecolor="white", markeredgecolor="0.3",
+                                                   label="stand-in endpoint"))
+        _legend_outside(fig, handles, [h.get_label() for h in handles], below=False)
+        labels = [names[arm] + (" (stand-in)" if stand_in else "")
+                  + (f", {calls:g}/call" if show_per_call and np.isfinite(calls) else "")
+                  for arm, stand_in, calls in zip(data["arm"], is_stand_in, per_call)]
+        _place_labels(fig, ax, list(zip(x, y, labels)))
+    unknown = [names[arm] for arm, c in zip(data["arm"], costs) if not c.known]
+    caption = (f"Mean {metric_name(metric)} (95% CI) against {x_label}, with the cost's 95% CI from resampling each "
+               "arm's calls (timings vary from call to call; drift between runs on a shared machine is not in it). "
+               "Dominated: another arm is at least as good and as cheap, and tells apart from it on cost or quality "
+               "(intervals apart); not distinguishable (hollow): undominated, but its cost and quality intervals both "
+               "overlap another undominated arm's, so the data do not rank them"
+               + (f"; lower {metric_name(metric)} is better" if spec.direction == LOWER else "")
+               + (f". Too few calls to measure the cost's noise: {', '.join(unknown)}." if unknown else ".")
+               + (" Each label gives the items one call answered (a batched local call answers many, an endpoint "
+                  "call one); cost and time are per item." if show_per_call else "")
+               + (" Diamonds: stand-in endpoints (see Endpoints), not the model they stand for." if any(is_stand_in)
+                  else ""))
+    return _save(fig, out_dir, name, caption)
 
 
 def paired_seed_dots(study: Study, comparisons: Sequence[Comparison], out_dir: Path, *,
                      name: str = "paired_seeds", max_panels: int = 8) -> FigureFiles:
-    """Per-seed means of B and A side by side, joined per seed: does every seed move the same way?"""
-    comparisons = list(comparisons)[:max_panels]
+    """Per seed, arm B's and arm A's mean side by side, joined: does every seed move the same way? One panel per
+    comparison that has two or more seeds, in the order given (the report gives its question's first)."""
+    comparisons = list(comparisons)
     if not comparisons:
         return _skip(name, "no comparisons to draw")
+    comparisons = [c for c in comparisons if c.n_seeds >= 2][:max_panels]
+    if not comparisons:
+        return _skip(name, "one seed per comparison: nothing to pair across seeds (each Δ is in its Δ figure)")
+    names = short_labels([x for c in comparisons for x in (c.a, c.b)])
     cols = min(4, len(comparisons))
     rows = math.ceil(len(comparisons) / cols)
+    seeds = sorted({int(s) for c in comparisons for label in (c.a, c.b) for s in study.seeds(label)})
+    palette = matplotlib.colormaps["tab10"]
+    colours = {s: palette(i % 10) for i, s in enumerate(seeds)}
+    markers = {s: "osD^v<>ph"[i % 9] for i, s in enumerate(seeds)}
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(2.2 * cols + 0.5, 2.6 * rows, nrows=rows, ncols=cols, sharey=True)
+        fig, axes = _figure(2.5 * cols + 0.6, 2.8 * rows + 0.5, nrows=rows, ncols=cols, sharey=True)
         for ax in axes.flat[len(comparisons):]:
             ax.set_visible(False)
         drawn: list[float] = []
+        legend: dict[str, object] = {}
         for ax, c in zip(axes.flat, comparisons):
             column = SCORE_PREFIX + c.metric
             means = {label: study.rows(label).groupby("seed")[column].mean() for label in (c.b, c.a)}
-            seeds = sorted(set(means[c.a].index) & set(means[c.b].index))
-            for s in seeds:
+            for s in sorted(set(means[c.a].index) & set(means[c.b].index)):
                 ys = [means[c.b][s], means[c.a][s]]
                 drawn += ys
-                ax.plot([0, 1], ys, color=VERDICT_COLOURS.get(c.verdict, "0.3"), marker="o", alpha=0.8)
-                ax.annotate(f"s{s}", (1, ys[1]), textcoords="offset points", xytext=(4, 0), fontsize=6, va="center")
-            ax.set_xticks([0, 1], ["B", "A"])
-            ax.set_xlim(-0.3, 1.4)
-            ax.set_title(f"A={c.a}\nB={c.b}", fontsize=7)
-            ax.set_xlabel(f"Δ={c.diff:+.3f}, {c.verdict}", fontsize=7)
+                line, = ax.plot([0, 1], ys, color=colours[int(s)], marker=markers[int(s)], alpha=0.85, linewidth=1)
+                legend.setdefault(f"seed {int(s)}", line)
+            ax.set_xticks([0, 1], [_wrap(names[c.b], 1.0, 7), _wrap(names[c.a], 1.0, 7)], fontsize=7)
+            ax.set_xlim(-0.35, 1.35)
+            ax.set_title(_minus(f"Δ {c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"), fontsize=7.5)
+            ax.set_xlabel(c.outcome or c.verdict, fontsize=7)
         _score_ylim(axes.flat[0], drawn)  # the panels share y
         for ax in axes[:, 0]:
-            ax.set_ylabel(f"{display_name(comparisons[0].metric)} (per-seed mean)")
-    return _save(fig, out_dir, name, "Per-seed mean of each arm; a line joins the two arms' results for one seed.")
+            ax.set_ylabel(f"{metric_name(comparisons[0].metric)}\n(mean of one seed)")
+        _legend_outside(fig, list(legend.values()), list(legend), below=True)
+    return _save(fig, out_dir, name, "Each seed's mean under both arms of a comparison, joined per seed (B left, A "
+                                     "right); the panel's title is the pooled Δ = A − B with its 95% CI, its x label "
+                                     "the outcome.")
 
 
 def delta_panels(comparisons: Sequence[Comparison]) -> dict[str, list[Comparison]]:
@@ -259,60 +505,81 @@ def delta_panels(comparisons: Sequence[Comparison]) -> dict[str, list[Comparison
 
 def delta_bars(comparisons: Sequence[Comparison], out_dir: Path, *, name: str = "deltas",
                title: str = "difference vs baseline") -> FigureFiles:
-    """Horizontal bars of each Δ = A − B with its CI, coloured by verdict (quantisation, forgetting, ...),
-    on the panels of `delta_panels`."""
+    """Horizontal bars of each Δ = A − B with its CI, coloured by outcome (quantisation, forgetting, ...), on the
+    panels of `delta_panels`. When every bar is one pair of arms, the pair is named once, on the x axis."""
     comparisons = list(comparisons)
     if not comparisons:
         return _skip(name, "no comparisons to draw")
-    metrics = {c.metric for c in comparisons}
+    metrics = list(dict.fromkeys(c.metric for c in comparisons))
     panels = delta_panels(comparisons)
-    groups = list(panels.values())
-    # Arm labels of several factors are long: wrapped at their commas, they leave the bars room.
-    label = lambda c: (textwrap.fill(f"{c.a} − {c.b}".replace(",", ", "), 50)  # noqa: E731
-                       + ("" if len(metrics) == 1 else f" ({display_name(c.metric)})"))
-    lines = max(label(c).count("\n") + 1 for c in comparisons)
+    names = short_labels([x for c in comparisons for x in (c.a, c.b)])
+    one_pair = len({(c.a, c.b) for c in comparisons}) == 1
+    pair = lambda c: f"{names[c.a]} − {names[c.b]}"  # noqa: E731
+
+    def label(c: Comparison) -> str:
+        parts = ([] if one_pair and len(metrics) > 1 else [pair(c)]) + ([metric_name(c.metric)] if len(metrics) > 1
+                                                                         else [])
+        return "\n".join(_wrap(p, 2.2, 7.5) for p in parts)
+
+    lines = [label(c).count("\n") + 1 for c in comparisons]
+    width = 6.0
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(5.5 if lines == 1 else 7.5, (0.3 + 0.15 * lines) * len(comparisons) + 1.2 * len(groups),
-                            nrows=len(groups), gridspec_kw={"height_ratios": [len(g) + 1 for g in groups]})
+        fig, axes = _figure(width, 0.3 * sum(lines) + 0.2 * len(comparisons) + 1.1 * len(panels) + 1.0,
+                            nrows=len(panels), gridspec_kw={"height_ratios": [len(g) + 1 for g in panels.values()]})
         for ax, (panel, group) in zip(axes[:, 0], panels.items()):
             y = np.arange(len(group))[::-1]
             diffs = np.array([c.diff for c in group])
             err = np.vstack([diffs - [c.ci_low for c in group], [c.ci_high for c in group] - diffs])
-            ax.barh(y, diffs, color=[VERDICT_COLOURS.get(c.verdict, "0.5") for c in group], alpha=0.85, height=0.6)
+            ax.barh(y, diffs, color=[VERDICT_COLOURS.get(c.outcome, "0.5") for c in group], alpha=0.85, height=0.6)
             ax.errorbar(diffs, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
             ax.axvline(0, color="black", linewidth=0.8)
-            ax.set_yticks(y, [label(c) for c in group], fontsize=8 if lines == 1 else 6.5)
+            ax.set_yticks(y, [label(c) for c in group], fontsize=7.5)
+            ax.set_ylim(-0.6, len(group) - 0.4)
+            _few_ticks(ax.xaxis)
             shown = {c.metric for c in group}
-            unit = display_name(next(iter(shown))) if len(shown) == 1 else panel.replace("scores", "score")
-            ax.set_xlabel(f"Δ {unit} (A − B, 95% CI)")
+            unit = metric_name(next(iter(shown))) if len(shown) == 1 else panel.replace("scores", "score")
+            between = pair(group[0]) if one_pair else "A − B"
+            # "Δ Δ log-lik" reads as one Δ; a long metric name is wrapped, never cut at the figure's edge.
+            ax.set_xlabel(_wrap(f"Δ {unit.removeprefix('Δ ')} ({between}, 95% CI)", 3.6, STYLE["axes.labelsize"]))
         # Over the figure, not the axes: long arm labels leave the axes narrow, and its title would be cut.
-        fig.suptitle(textwrap.fill(title, 70), fontsize=STYLE["axes.titlesize"])
-        handles = [matplotlib.patches.Patch(color=col, label=v) for v, col in VERDICT_COLOURS.items()
-                   if any(c.verdict == v for c in comparisons)]
-        axes[0, 0].legend(handles=handles, frameon=False, loc="best")
-    return _save(fig, out_dir, name, f"{title}: bars are Δ = A − B, whiskers the 95% CI; colour is the verdict "
-                                     "after Holm adjustment" + ("; scores declared in [0, 1] share a panel, every "
-                                                                "other metric has its own." if len(groups) > 1
-                                                                else "."))
+        fig.suptitle(_wrap(_readable(title, metrics), width - 0.3, STYLE["axes.titlesize"]),
+                     fontsize=STYLE["axes.titlesize"])
+        outcomes = [v for v in VERDICT_COLOURS if any(c.outcome == v for c in comparisons)]
+        _legend_outside(fig, [matplotlib.patches.Patch(color=VERDICT_COLOURS[v]) for v in outcomes], outcomes,
+                        below=True)
+    panels_note = ("; scores declared in [0, 1] share a panel, every other metric has its own." if len(panels) > 1
+                   else ".")
+    return _save(fig, out_dir, name, f"{_readable(title, metrics)}: bars are Δ = A − B, whiskers the 95% CI; colour is "
+                                     "the outcome (after Holm adjustment, against the report's tolerance)"
+                                     f"{panels_note}")
 
 
 def factor_levels(means: Sequence[LevelMean], factor: Factor, metric: str, out_dir: Path, *,
                   others: Sequence[Factor] = (), name: str | None = None) -> FigureFiles:
-    """Every level of a factor with its CI: one panel averaged over the other factors, then one panel per
-    second factor with a line per level of it (parallel lines: no interaction). The reference level is
-    marked; a numeric factor is drawn on its scale (log2 when its levels are all positive)."""
+    """Every level of a factor that has a complete trial, with its CI: one panel averaged over the other factors,
+    then one panel per second factor with two or more levels drawn, one series per level of it (parallel series:
+    no interaction). Categorical levels are points with whiskers; a numeric factor is drawn on its scale (log2
+    when its levels are all positive), its means joined by a thin line. The reference level is marked."""
     name = name or f"levels_{slug(factor.name)}"
     mine = [m for m in means if m.factor == factor.name]
-    panels = [None] + list(dict.fromkeys(m.by for m in mine if m.by is not None))
-    panels = [by for by in panels if any(m.by == by for m in mine)]
-    if not panels:
-        return _skip(name, f"no level of {factor.name} has a complete trial")
-    if factor.numeric:
-        position = lambda v: float(v)  # noqa: E731
-    else:
-        position = lambda v: float(factor.index(v))  # noqa: E731
+    pooled = [m for m in mine if m.by is None]
+    levels = [v for v in factor.levels if any(same_level(m.level, v) for m in pooled)]
+    missing = [format_value(v) for v in factor.levels if not any(same_level(v, w) for w in levels)]
+    if len(levels) < 2:
+        have = f"only {factor.name}={format_value(levels[0])} has" if levels else "no level has"
+        return _skip(name, f"{have} a complete trial: no level to compare with (not run or failed: "
+                           f"{', '.join(missing)})")
+    # A panel per second factor only where it shows two of its levels: one level repeats the pooled panel.
+    panels: list[str | None] = [None] + [
+        by for by in dict.fromkeys(m.by for m in mine if m.by is not None)
+        if len({_level_key(m.by_level) for m in mine if m.by == by}) >= 2]
+    arms = list(dict.fromkeys(m.arm for m in mine))
+    position = (lambda v: float(v)) if factor.numeric else (  # noqa: E731
+        lambda v: float(next(i for i, w in enumerate(levels) if same_level(v, w))))
+    rest = [g for g in others if g.name != factor.name]
+    legends = sum(1 for by in panels if by is not None or len(arms) > 1)
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(3.3 * len(panels) + 0.6, 3.3, ncols=len(panels), sharey=True)
+        fig, axes = _figure(3.2 * len(panels) + 1.3 * legends + 0.4, 3.5, ncols=len(panels), sharey=True)
         drawn: list[float] = []
         for ax, by in zip(axes.flat, panels):
             groups: dict[tuple, list[LevelMean]] = {}
@@ -321,45 +588,62 @@ def factor_levels(means: Sequence[LevelMean], factor: Factor, metric: str, out_d
                     groups.setdefault((m.arm, _level_key(m.by_level)), []).append(m)
             for k, ((arm, _), group) in enumerate(groups.items()):
                 group = sorted(group, key=lambda m: factor.index(m.level))
-                # Lines of one panel are nudged apart so their error bars do not hide each other.
+                # Series of one panel are nudged apart so their whiskers do not hide each other.
                 nudge = 0.06 * (k - (len(groups) - 1) / 2)
-                xs = _nudged(np.array([position(m.level) for m in group]), nudge, factor)
+                xs = _nudged(np.array([position(m.level) for m in group]), nudge, factor, len(levels))
                 ys = np.array([m.quality.mean for m in group])
                 err = np.vstack([ys - [m.quality.ci_low for m in group], [m.quality.ci_high for m in group] - ys])
-                series = arm if by is None else f"{arm}, {by}={format_value(group[0].by_level)}"
-                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=series)
+                series = ", ".join(([arm] if len(arms) > 1 else [])
+                                   + ([short_params({by: format_value(group[0].by_level)}, [by])] if by else []))
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=series or None,
+                            linestyle="-" if factor.numeric else "none", linewidth=0.8)
                 drawn += [v for m in group for v in (m.quality.ci_low, m.quality.ci_high)]
-            ax.axvline(position(factor.reference), color="0.4", linestyle=":", linewidth=1)
+            if any(same_level(factor.reference, v) for v in levels):
+                ax.axvline(position(factor.reference), color="0.4", linestyle=":", linewidth=1)
             if factor.log_scale:
                 ax.set_xscale("log", base=2)
             elif not factor.numeric:
-                ax.set_xlim(-0.5, len(factor.levels) - 0.5)
-            ticks = [position(v) for v in factor.levels]
-            ax.set_xticks(ticks, [format_value(v) + ("" if any(same_level(m.level, v) for m in mine)
-                                                    else "\n(no complete\ntrial)") for v in factor.levels])
+                ax.set_xlim(-0.5, len(levels) - 0.5)
+            elif len(levels) > 6:
+                _few_ticks(ax.xaxis)
+            if not factor.numeric or factor.log_scale or len(levels) <= 6:
+                ax.set_xticks([position(v) for v in levels], [format_value(v) for v in levels])
             ax.minorticks_off()
-            ax.set_xlabel(f"{factor.name}" + (" (log scale)" if factor.log_scale else ""))
-            ax.set_title("averaged over the other factors" if by is None else f"one line per {by}", fontsize=8)
+            ax.set_xlabel(_wrap(f"{factor.name}" + (" (log scale)" if factor.log_scale else "")
+                                + (f"; no complete trial at {', '.join(missing)}" if missing else ""),
+                                3.0, STYLE["axes.labelsize"]))
+            if by is not None:
+                ax.set_title(f"one series per {by}", fontsize=8)
+            elif rest:
+                ax.set_title("averaged over the other factors", fontsize=8)
             second = next((g for g in others if g.name == by), None)
-            missing = [format_value(v) for v in second.levels
-                       if not any(m.by == by and same_level(m.by_level, v) for m in mine)] if second else []
-            ax.legend(frameon=False, fontsize=6.5, title_fontsize=6.5,
-                      title=f"no complete trial at {by}={', '.join(missing)}" if missing else None)
+            absent = [format_value(v) for v in second.levels
+                      if not any(m.by == by and same_level(m.by_level, v) for m in mine)] if second else []
+            if ax.get_legend_handles_labels()[0]:
+                # Beside its own panel, outside the axes: it covers no data.
+                ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False,
+                          fontsize=LEGEND_FONT, title_fontsize=LEGEND_FONT,
+                          title=_wrap(f"none complete at {by}={', '.join(absent)}", 1.2, LEGEND_FONT)
+                          if absent else None)
         _score_ylim(axes.flat[0], drawn)
-        axes[0, 0].set_ylabel(f"{display_name(metric)} (mean, 95% CI)")
-        fig.suptitle(f"{metric} at each level of {factor.name} (dotted: reference {format_value(factor.reference)})",
+        axes[0, 0].set_ylabel(f"{metric_name(metric)} (mean, 95% CI)")
+        fig.suptitle(_wrap(f"{metric_name(metric)} at each level of {factor.name} (dotted: reference "
+                           f"{format_value(factor.reference)})", fig.get_figwidth() - 0.3, STYLE["axes.titlesize"]),
                      fontsize=STYLE["axes.titlesize"])
-    return _save(fig, out_dir, name, f"Mean {metric} at every level of {factor.name} with bootstrap 95% CIs (seeds × "
-                                     "items); left: averaged over the other factors; then one line per level of a "
-                                     "second factor. Lines that are not parallel are an interaction.")
+    caption = (f"Mean {metric_name(metric)} at every level of {factor.name} that has a complete trial, with bootstrap "
+               "95% CIs (seeds × items)"
+               + ("; left: averaged over the other factors; then one series per level of a second factor. Series that "
+                  "are not parallel are an interaction." if len(panels) > 1 else ".")
+               + (f" No complete trial at {factor.name}={', '.join(missing)}." if missing else ""))
+    return _save(fig, out_dir, name, caption)
 
 
-def _nudged(xs: np.ndarray, nudge: float, factor: Factor) -> np.ndarray:
+def _nudged(xs: np.ndarray, nudge: float, factor: Factor, n_levels: int) -> np.ndarray:
     if factor.log_scale:
         return xs * 2 ** nudge
     if factor.numeric:
         levels = np.asarray(factor.levels, float)
-        return xs + nudge * 0.2 * float(levels.max() - levels.min()) / (len(levels) - 1)
+        return xs + nudge * 0.2 * float(levels.max() - levels.min()) / max(n_levels - 1, 1)
     return xs + nudge
 
 

@@ -2,10 +2,10 @@
 
 An *arm label* names one model as the write-up compares it: the eval arm plus the params that differ
 across the study's trials, e.g. `tuned[lora.r=16]`. Seeds are not part of the label: the seeds of one
-label are its repeats. The untuned `base` arm is not affected by training params (`lora.*`, `train.*`),
-so its label leaves them out, and the identical base evaluations that every trial of a seed repeats
-collapse into one. The same holds for an endpoint contestant (its rows carry `cost_usd`): it was
-asked, not trained.
+label are its repeats. The untuned `base` arm is not affected by training params (`lora.*`, `train.*`: the
+prefixes each training stage declares and each trial's manifest records), so its label leaves them out,
+and the identical base evaluations that every trial of a seed repeats collapse into one. The same holds
+for an endpoint contestant (its rows carry `cost_usd`): it was asked, not trained.
 
 A directory with `eval/<arm>.jsonl` but no trial directories (e.g. the output of
 `harness.export.quant_delta`) is read as a single trial, so its arms can be compared the same way.
@@ -24,13 +24,10 @@ import pandas as pd
 
 from analysis.errors import AnalysisError, StudyNotFoundError, UnknownArmError
 from harness.results import arm_roles, read_json, read_jsonl
+from harness.stages.registry import training_only_prefixes
 from harness.stats.factors import format_value
 
 SEED_PARAMS = frozenset({"seed", "train.seed"})
-# Params that change only how an adapter is trained: they cannot change what an untuned model answers.
-# Params that change only how an arm is trained (its data, method, optimiser), never the untuned base model:
-# an untuned arm is one arm across their levels.
-TRAINING_ONLY_PREFIXES = ("lora.", "train.", "distill.", "dpo.", "grpo.")
 DEFAULT_UNTUNED_ARMS = ("base",)
 SCORE_PREFIX = "score."
 
@@ -55,7 +52,18 @@ class Study:
     # study without one (or a sampler's), None when the manifests do not say (then levels come from the trials).
     grid: dict[str, list[Any]] | None = None
     report_reference: dict[str, Any] = field(default_factory=dict)  # the spec's report.reference
+    report_tolerance: float | None = None  # the spec's report.tolerance, when it states one
     endpoints: list[dict[str, Any]] = field(default_factory=list)  # the models it called: see `spec_endpoints`
+    # Where a reviewed dataset was trained on, its provenance line per distinct review the trials recorded.
+    data_provenance: list[str] = field(default_factory=list)
+    # Param prefixes that change only how an arm is trained (its data, method, optimiser), never an untuned
+    # model: an untuned arm is one arm across their levels. As the manifests record them.
+    training_only_prefixes: tuple[str, ...] = field(default_factory=training_only_prefixes)
+    # Where the trials came from (`Provenance`): their commits, when the last finished, the resolved spec.
+    provenance: "Provenance | None" = None
+    # Continuing stages' training logs (DPO, GRPO: each stage's declared `log_file`): one row per logged step,
+    # with `trial`, `seed`, `config`, `status`, `stage` and the logged values.
+    stage_logs: pd.DataFrame = field(default_factory=pd.DataFrame)
     _by_label: tuple[pd.DataFrame, dict[str, pd.DataFrame]] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -95,7 +103,7 @@ class Study:
 
     def label_for(self, arm: str, params: dict[str, Any]) -> str:
         """The label `arm` gets in a trial with `params`."""
-        return arm_label(arm, params, self.varying_params, self.untuned_arms)
+        return arm_label(arm, params, self.varying_params, self.untuned_arms, self.training_only_prefixes)
 
 
 def _present(value: Any) -> bool:
@@ -108,20 +116,18 @@ def _sort_key(value: Any) -> tuple:
     return (0, float(value)) if not math.isnan(float(value)) else (2, "")
 
 
-def _is_training_only(key: str) -> bool:
-    return key.startswith(TRAINING_ONLY_PREFIXES)
-
-
 def config_label(params: dict[str, Any], keys: Iterable[str]) -> str:
     """`k=v,...` of `params` over `keys` (those it has), e.g. `lora.r=16,train.learning_rate=0.0002`."""
     return ",".join(f"{k}={format_value(params[k])}" for k in keys if k in params)
 
 
 def arm_label(arm: str, params: dict[str, Any], varying: Iterable[str],
-              untuned_arms: Iterable[str] = DEFAULT_UNTUNED_ARMS) -> str:
-    """`arm[k=v,...]` over the varying params (training-only ones dropped for untuned arms)."""
+              untuned_arms: Iterable[str] = DEFAULT_UNTUNED_ARMS, training_only: Iterable[str] | None = None) -> str:
+    """`arm[k=v,...]` over the varying params, those starting with a `training_only` prefix (default: every
+    registered stage's, `harness.stages.registry.training_only_prefixes`) dropped for untuned arms."""
+    prefixes = tuple(training_only_prefixes() if training_only is None else training_only)
     untuned = arm in set(untuned_arms)
-    config = config_label(params, [k for k in varying if not (untuned and _is_training_only(k))])
+    config = config_label(params, [k for k in varying if not (untuned and k.startswith(prefixes))])
     return f"{arm}[{config}]" if config else arm
 
 
@@ -207,6 +213,22 @@ def _score(value: Any, where: Path, metric: str) -> float:
     return float(value)
 
 
+@dataclass
+class _Trial:
+    """One trial directory as read, and the seed and config label it is counted under."""
+
+    dir: Path
+    number: int
+    status: str
+    result: dict[str, Any]
+    manifest: dict[str, Any]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    evals: dict[Path, list[dict[str, Any]]]  # eval/<arm>.jsonl's rows; read for complete trials only
+    seed: int | None = None
+    config: str = ""
+
+
 def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_UNTUNED_ARMS) -> Study:
     """Read every trial under `study_dir` into a `Study`.
 
@@ -216,10 +238,74 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
     - `items`: one row per complete trial × arm × held-out item: `trial`, `seed`, `arm`, `arm_label`,
       `item_id`, `score.<metric>`, `latency_s`, `input_tokens`, `output_tokens`, `batch`, `cluster`,
       `split_hash`, and the varying params. Only complete trials: failed ones are never compared.
-    - `train_log`: one row per logged training step of any trial, with `trial`, `seed`, `config`, `status`.
+    - `train_log`: one row per logged training step of any trial, with `trial`, `seed`, `config`, `status`
+      and `training` (the stage that logged it: sft, kd).
     - `costs`: one row per complete trial: `trial`, `seed`, `config` and metrics.json's cost block.
     """
     root = Path(study_dir)
+    trial_dirs, single = _trial_dirs(root)
+    trials = _read_trials(root, trial_dirs, single)
+    varying = _varying([t.params for t in trials])
+    untuned = _untuned_arms(trials, untuned_arms)
+    training_only = _training_only_prefixes(trials)
+    notes = _single_dir_notes(root) if single else []
+    notes += _count_trials(trials, varying, single)
+    items, item_notes = _items_frame(trials, varying, untuned, training_only)
+    first_spec = next((t.manifest.get("spec") or {} for t in trials if t.status == "complete"), {})
+    return Study(
+        name=root.name, path=root, trials=_trials_frame(trials), items=items,
+        train_log=_train_log_frame(trials), costs=_costs_frame(trials), varying_params=varying,
+        headline_metric=(first_spec.get("eval") or {}).get("metric"),
+        project=(first_spec.get("tracking") or {}).get("project"),
+        device_price_per_hour=(first_spec.get("pricing") or {}).get("device_price_per_hour"),
+        untuned_arms=untuned, notes=notes + item_notes, grid=_grid(first_spec),
+        report_reference=dict((first_spec.get("report") or {}).get("reference") or {}),
+        report_tolerance=(first_spec.get("report") or {}).get("tolerance"),
+        endpoints=spec_endpoints(first_spec), training_only_prefixes=training_only,
+        data_provenance=list(dict.fromkeys(
+            r["provenance"] for t in trials if t.status == "complete"
+            for r in [((t.manifest.get("data") or {}).get("review") or {})] if r.get("provenance"))),
+        provenance=_provenance(root.name, trials, first_spec), stage_logs=_stage_log_frame(trials))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What reproduces a study's report: the commits its complete trials ran at, when the last one finished,
+    the experiment file and preset they came from, and the resolved spec (the first complete trial's: its own
+    grid point's values, with `search` listing the grid). Read from the trials, so a report rendered again
+    from the same trials says the same, byte for byte."""
+
+    commits: tuple[str, ...]
+    finished_at: str | None
+    experiment: str | None
+    preset: str | None
+    spec: dict[str, Any]
+
+    @property
+    def commands(self) -> list[str]:
+        """The commands that run the study and render its report again (empty when the experiment is unknown)."""
+        if not self.experiment:
+            return []
+        preset = f" --preset {self.preset}" if self.preset else ""
+        return [f"harness run {self.experiment}{preset}", f"harness report {self.experiment}{preset}"]
+
+
+def _provenance(name: str, trials: list["_Trial"], first_spec: dict[str, Any]) -> Provenance:
+    complete = [t for t in trials if t.status == "complete"]
+    commits = tuple(sorted({str(t.manifest["git_commit"]) for t in complete if t.manifest.get("git_commit")}))
+    finished = max((str(t.manifest["finished_at"]) for t in complete if t.manifest.get("finished_at")), default=None)
+    source = next((t.manifest.get("spec_file") for t in complete if t.manifest.get("spec_file")), None)
+    experiment = Path(source).stem if source else None
+    preset = name[len(experiment) + 1:] if experiment and name.startswith(experiment + "-") else None
+    return Provenance(commits, finished, experiment, preset, first_spec)
+
+
+# ---------------------------------------------------------------- reading the trials
+
+
+def _trial_dirs(root: Path) -> tuple[list[Path], bool]:
+    """The trial directories under `root`, and whether `root` itself is read as the one trial (an `eval/`
+    folder and no trial-NNNN directories)."""
     trial_dirs = sorted(p for p in root.glob("trial-*") if p.is_dir()) if root.is_dir() else []
     single = not trial_dirs and any((root / "eval").glob("*.jsonl"))
     if single:
@@ -227,115 +313,192 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
     if not trial_dirs:
         raise StudyNotFoundError(f"no trial-NNNN directories in {root}: run the study first "
                                  f"(`harness run {root.name}`)", where=root)
+    return trial_dirs, single
 
-    raw = []
-    db_params: dict[int, dict[str, Any]] | None = None
+
+def _read_trials(root: Path, trial_dirs: list[Path], single: bool) -> list[_Trial]:
+    """Each trial's records; a trial killed before it recorded its params gets them from the Optuna study."""
+    trials = []
+    db_params: dict[int, dict[str, Any]] | None = None  # read once, and only if some trial needs it
     for tdir in trial_dirs:
-        result = _read_optional_json(tdir / "result.json") or {}
-        manifest = _read_optional_json(tdir / "manifest.json") or {}
-        params = result.get("params") or manifest.get("params") or {}
-        number = result.get("number", manifest.get("trial"))
-        if number is None:
-            number = 0 if single else int(tdir.name.split("-")[-1])
-        status = result.get("status", "complete" if single else "incomplete")
-        if not params and status == "incomplete":
+        trial = _read_trial(tdir, single)
+        if not trial.params and trial.status == "incomplete":
             if db_params is None:
                 db_params = _params_in_study_db(root)
-            params = db_params.get(int(number), {})
-        evals = {}
-        if status == "complete":
-            for eval_path in sorted((tdir / "eval").glob("*.jsonl")):
-                evals[eval_path] = read_jsonl(eval_path)
-        raw.append({"dir": tdir, "result": result, "manifest": manifest, "params": params, "number": int(number),
-                    "status": status, "evals": evals, "metrics": _read_optional_json(tdir / "metrics.json") or {}})
-    varying = _varying([r["params"] for r in raw])
+            trial.params = db_params.get(trial.number, {})
+        trials.append(trial)
+    return trials
+
+
+def _read_trial(tdir: Path, single: bool) -> _Trial:
+    """One trial directory's result, manifest, metrics and (when complete) eval rows."""
+    result = _read_optional_json(tdir / "result.json") or {}
+    manifest = _read_optional_json(tdir / "manifest.json") or {}
+    number = result.get("number", manifest.get("trial"))
+    if number is None:
+        number = 0 if single else int(tdir.name.split("-")[-1])
+    status = result.get("status", "complete" if single else "incomplete")
+    evals = {}
+    if status == "complete":
+        for eval_path in sorted((tdir / "eval").glob("*.jsonl")):
+            evals[eval_path] = read_jsonl(eval_path)
+    return _Trial(dir=tdir, number=int(number), status=status, result=result, manifest=manifest,
+                  params=result.get("params") or manifest.get("params") or {},
+                  metrics=_read_optional_json(tdir / "metrics.json") or {}, evals=evals)
+
+
+def _untuned_arms(trials: list[_Trial], given: Iterable[str]) -> tuple[str, ...]:
+    """`given`, then every arm the trials record as untuned or endpoint, or that a priced endpoint answered."""
     # An arm answered by a priced endpoint (rows with cost_usd) was never trained here.
-    endpoint_arms = {row.get("arm") or path.stem for r in raw for path, rows in r["evals"].items() for row in rows
+    endpoint_arms = {row.get("arm") or path.stem for t in trials for path, rows in t.evals.items() for row in rows
                      if row.get("cost_usd") is not None}
     # Trials record their arms' roles (harness.results.arm_roles); the cost_usd rule covers older results.
-    recorded = {arm for r in raw for arm, role in arm_roles(r["manifest"]).items() if role in ("untuned", "endpoint")}
-    untuned = tuple(dict.fromkeys([*untuned_arms, *sorted(endpoint_arms | recorded)]))
+    recorded = {arm for t in trials for arm, role in arm_roles(t.manifest).items() if role in ("untuned", "endpoint")}
+    return tuple(dict.fromkeys([*given, *sorted(endpoint_arms | recorded)]))
 
-    trial_rows, item_frames, log_rows, cost_rows = [], [], [], []
-    notes: list[str] = []
-    if single:
-        notes.append(f"{root} has no trial-NNNN directories: its eval/ folder is read as one trial")
-        quant = _read_optional_json(root / "quant.json") or {}
-        for arm, info in sorted((quant.get("arms") or {}).items()):
-            if isinstance(info, dict) and info.get("status") not in (None, "complete"):
-                notes.append(f"arm '{arm}' {info.get('status')}: {info.get('reason') or 'no reason recorded'}")
-    for r in raw:
-        params, manifest, tdir = r["params"], r["manifest"], r["dir"]
-        seed = _seed_of(manifest, params)
-        if seed is None and r["status"] == "complete":
+
+def _training_only_prefixes(trials: list[_Trial]) -> tuple[str, ...]:
+    """The training-only prefixes the manifests record (their union); the registry's for trials recorded
+    before manifests said."""
+    recorded = [t.manifest["training_only_prefixes"] for t in trials if "training_only_prefixes" in t.manifest]
+    if not recorded:
+        return training_only_prefixes()
+    return tuple(dict.fromkeys(prefix for prefixes in recorded for prefix in prefixes))
+
+
+def _single_dir_notes(root: Path) -> list[str]:
+    """What a report says of a directory read as one trial: that it was, and each arm quant.json did not run."""
+    notes = [f"{root} has no trial-NNNN directories: its eval/ folder is read as one trial"]
+    quant = _read_optional_json(root / "quant.json") or {}
+    for arm, info in sorted((quant.get("arms") or {}).items()):
+        if isinstance(info, dict) and info.get("status") not in (None, "complete"):
+            notes.append(f"arm '{arm}' {info.get('status')}: {info.get('reason') or 'no reason recorded'}")
+    return notes
+
+
+def _count_trials(trials: list[_Trial], varying: list[str], single: bool) -> list[str]:
+    """Set each trial's seed and config label; a complete trial that records no seed counts as seed 0, and
+    the notes returned say so."""
+    notes = []
+    for t in trials:
+        t.seed = _seed_of(t.manifest, t.params)
+        if t.seed is None and t.status == "complete":
             if not single:
-                notes.append(f"trial {r['number']:04d} records no seed (manifest 'seed' or param 'train.seed'): "
+                notes.append(f"trial {t.number:04d} records no seed (manifest 'seed' or param 'train.seed'): "
                              "counted as seed 0")
-            seed = 0
-        config = config_label(params, varying)
-        row: dict[str, Any] = {"number": r["number"], "status": r["status"], "reason": r["result"].get("reason"),
-                               "seed": seed, "split_hash": manifest.get("split_hash"), "config": config,
-                               "objective": r["result"].get("objective"), "path": str(tdir)}
-        row.update({k: v for k, v in params.items()})
-        flat: dict[str, Any] = {}
-        _flatten("", r["metrics"], flat)
-        row.update({(k if k.startswith("cost.") else f"metrics.{k}"): v for k, v in flat.items()})
-        trial_rows.append(row)
+            t.seed = 0
+        t.config = config_label(t.params, varying)
+    return notes
 
-        log_path = tdir / "train_log.jsonl"
+
+def _grid(spec: dict[str, Any]) -> dict[str, list[Any]] | None:
+    """The recorded spec's search grid: {} for a sampler's study, None when the spec has no search block."""
+    search = spec.get("search")
+    if not isinstance(search, dict):
+        return None
+    return dict(search.get("grid") or {}) if search.get("sampler", "grid") == "grid" else {}
+
+
+# ---------------------------------------------------------------- the frames
+
+
+def _trials_frame(trials: list[_Trial]) -> pd.DataFrame:
+    """One row per trial: its status, seed, config, params and flattened metrics.json."""
+    rows = []
+    for t in trials:
+        row: dict[str, Any] = {"number": t.number, "status": t.status, "reason": t.result.get("reason"),
+                               "seed": t.seed, "split_hash": t.manifest.get("split_hash"), "config": t.config,
+                               "objective": t.result.get("objective"), "path": str(t.dir)}
+        row.update({k: v for k, v in t.params.items()})
+        flat: dict[str, Any] = {}
+        _flatten("", t.metrics, flat)
+        row.update({(k if k.startswith("cost.") else f"metrics.{k}"): v for k, v in flat.items()})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("number", ignore_index=True)
+
+
+def _train_log_frame(trials: list[_Trial]) -> pd.DataFrame:
+    """Every logged training step of every trial, finished or not."""
+    rows = []
+    for t in trials:
+        log_path = t.dir / "train_log.jsonl"
+        # train_log.jsonl is the first training's (sft or kd): which one says what its loss is
+        training = next(iter(t.manifest.get("trainings") or {}), "sft")
         if log_path.exists():
             for step in read_jsonl(log_path):
-                log_rows.append({"trial": r["number"], "seed": seed, "config": config, "status": r["status"], **step})
-        if r["status"] != "complete":
-            continue
-        cost_rows.append({"trial": r["number"], "seed": seed, "config": config,
-                          **{k: v for k, v in (r["metrics"].get("cost") or {}).items()},
-                          # for an arm evaluated between two trainings (sft before dpo): what it had cost so far
-                          "stage_costs": r["metrics"].get("training") or {},
-                          "arm_trainings": _arm_trainings(manifest, r["metrics"].get("training") or {})})
-        for eval_path, eval_rows in r["evals"].items():
-            rows = []
-            for item in eval_rows:
-                arm = item.get("arm") or eval_path.stem
-                flat_item = {k: v for k, v in item.items() if k != "scores"}
-                flat_item.update({f"{SCORE_PREFIX}{m}": _score(v, eval_path, m)
-                                  for m, v in (item.get("scores") or {}).items()})
-                flat_item.update({"trial": r["number"], "seed": seed, "arm": arm,
-                                  "arm_label": arm_label(arm, params, varying, untuned),
-                                  "split_hash": manifest.get("split_hash")})
-                # An untuned arm has no training params: leave them empty so it is not drawn at some rank.
-                flat_item.update({p: None if arm in untuned and _is_training_only(p) else params.get(p)
-                                  for p in varying})
-                rows.append(flat_item)
-            if rows:
-                item_frames.append(pd.DataFrame(rows))
+                rows.append({"trial": t.number, "seed": t.seed, "config": t.config, "status": t.status,
+                             "training": training, **step})
+    return pd.DataFrame(rows)
 
-    trials = pd.DataFrame(trial_rows).sort_values("number", ignore_index=True)
-    items = pd.concat(item_frames, ignore_index=True) if item_frames else pd.DataFrame(
-        columns=["trial", "seed", "arm", "arm_label", "item_id"])
-    if not items.empty:
-        items["item_id"] = items["item_id"].astype(str)
-        before = len(items)
-        # The same label, seed and item from several trials is one evaluation repeated (the base model,
-        # evaluated again at every grid point): keep the earliest trial's row so pairing stays 1:1.
-        items = items.sort_values(["trial"], kind="stable").drop_duplicates(
-            ["arm_label", "seed", "item_id"], keep="first").reset_index(drop=True)
-        if len(items) < before:
-            notes.append(f"{before - len(items)} repeated per-item rows (same arm label, seed and item in several "
-                         "trials, e.g. the base model evaluated at every grid point) were counted once")
-        for col in ("latency_s", "input_tokens", "output_tokens"):
-            if col in items:
-                items[col] = pd.to_numeric(items[col], errors="coerce")
-    first_spec = next((r["manifest"].get("spec") or {} for r in raw if r["status"] == "complete"), {})
-    search = first_spec.get("search")
-    grid = None if not isinstance(search, dict) else (
-        dict(search.get("grid") or {}) if search.get("sampler", "grid") == "grid" else {})
-    return Study(
-        name=root.name, path=root, trials=trials, items=items,
-        train_log=pd.DataFrame(log_rows), costs=pd.DataFrame(cost_rows), varying_params=varying,
-        headline_metric=(first_spec.get("eval") or {}).get("metric"),
-        project=(first_spec.get("tracking") or {}).get("project"),
-        device_price_per_hour=(first_spec.get("pricing") or {}).get("device_price_per_hour"),
-        untuned_arms=untuned, notes=notes, grid=grid,
-        report_reference=dict((first_spec.get("report") or {}).get("reference") or {}),
-        endpoints=spec_endpoints(first_spec))
+
+def _stage_log_frame(trials: list[_Trial]) -> pd.DataFrame:
+    """Every logged step of every continuing stage's training (the files the stage registry names)."""
+    from harness.stages.registry import all_stages
+
+    files = {s.name: s.log_file for s in all_stages() if s.log_file}
+    rows = []
+    for t in trials:
+        for stage, name in files.items():
+            if (t.dir / name).exists():
+                rows += [{"trial": t.number, "seed": t.seed, "config": t.config, "status": t.status, "stage": stage,
+                          **step} for step in read_jsonl(t.dir / name)]
+    return pd.DataFrame(rows)
+
+
+def _costs_frame(trials: list[_Trial]) -> pd.DataFrame:
+    """One row per complete trial: metrics.json's cost block, and what each training stage cost."""
+    rows = []
+    for t in trials:
+        if t.status != "complete":
+            continue
+        training = t.metrics.get("training") or {}
+        rows.append({"trial": t.number, "seed": t.seed, "config": t.config,
+                     **{k: v for k, v in (t.metrics.get("cost") or {}).items()},
+                     # for an arm evaluated between two trainings (sft before dpo): what it had cost so far
+                     "stage_costs": training, "arm_trainings": _arm_trainings(t.manifest, training)})
+    return pd.DataFrame(rows)
+
+
+def _items_frame(trials: list[_Trial], varying: list[str], untuned: tuple[str, ...],
+                 training_only: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per complete trial × arm × held-out item, each evaluation counted once; and a note when
+    some were repeated."""
+    frames = []
+    for t in trials:
+        if t.status != "complete":
+            continue
+        for eval_path, eval_rows in t.evals.items():
+            rows = [_item_row(item, eval_path, t, varying, untuned, training_only) for item in eval_rows]
+            if rows:
+                frames.append(pd.DataFrame(rows))
+    if not frames:
+        return pd.DataFrame(columns=["trial", "seed", "arm", "arm_label", "item_id"]), []
+    items = pd.concat(frames, ignore_index=True)
+    items["item_id"] = items["item_id"].astype(str)
+    before = len(items)
+    # The same label, seed and item from several trials is one evaluation repeated (the base model,
+    # evaluated again at every grid point): keep the earliest trial's row so pairing stays 1:1.
+    items = items.sort_values(["trial"], kind="stable").drop_duplicates(
+        ["arm_label", "seed", "item_id"], keep="first").reset_index(drop=True)
+    notes = []
+    if len(items) < before:
+        notes.append(f"{before - len(items)} repeated per-item rows (same arm label, seed and item in several "
+                     "trials, e.g. the base model evaluated at every grid point) were counted once")
+    for col in ("latency_s", "input_tokens", "output_tokens"):
+        if col in items:
+            items[col] = pd.to_numeric(items[col], errors="coerce")
+    return items, notes
+
+
+def _item_row(item: dict[str, Any], eval_path: Path, t: _Trial, varying: list[str], untuned: tuple[str, ...],
+              training_only: tuple[str, ...]) -> dict[str, Any]:
+    """One eval row, flattened: its scores as `score.<metric>`, its trial, arm label and varying params."""
+    arm = item.get("arm") or eval_path.stem
+    row = {k: v for k, v in item.items() if k != "scores"}
+    row.update({f"{SCORE_PREFIX}{m}": _score(v, eval_path, m) for m, v in (item.get("scores") or {}).items()})
+    row.update({"trial": t.number, "seed": t.seed, "arm": arm,
+                "arm_label": arm_label(arm, t.params, varying, untuned, training_only),
+                "split_hash": t.manifest.get("split_hash")})
+    # An untuned arm has no training params: leave them empty so it is not drawn at some rank.
+    row.update({p: None if arm in untuned and p.startswith(training_only) else t.params.get(p) for p in varying})
+    return row

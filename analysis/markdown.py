@@ -1,10 +1,10 @@
 """`report.md`: the study's trials, the arm table, each comparison family and contrast with its table and figure,
-the judge, the figures, what each score means and the method, rendered from a `ReportContent`."""
+the judge, the figures, what each score means and the method, rendered from a `ReportContent`; the body shows
+each table compact, the appendix at the end in full."""
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -12,7 +12,7 @@ import pandas as pd
 from analysis import figures, tables
 from analysis.advice import when_to_use
 from analysis.contrasts import INTERACTION, MAIN, SIMPLE, TREND, ContrastFamily, slug as fam_slug
-from analysis.families import THREE_WAY, Family
+from analysis.families import QUESTION, THREE_WAY, Family, family_of
 from analysis.judging import judge_markdown
 from analysis.load import SCORE_PREFIX, Study
 from analysis.report_content import ReportContent
@@ -22,22 +22,28 @@ from harness.stats.factors import format_value
 METHOD = """## Method
 
 Every comparison pairs the two arms' scores item by item (and seed by seed) on the same frozen held-out
-items and reports Δ = mean(A) − mean(B); arms evaluated on different items are refused, never paired.
-The {confidence:.0%} CI is a percentile bootstrap ({n_resamples:,} resamples, seed {seed}) over items — over
-whole clusters when items share a source — and, when arms have several seeds, a hierarchical bootstrap
-that resamples seeds and items, so seed-to-seed variation is part of the uncertainty. The item test is
-McNemar's exact test for binary per-item scores with one seed, otherwise the Wilcoxon signed-rank test
-(on per-item means over seeds); a sign-flip permutation test is reported beside it. When items share
-a source, the permutation test flipping whole clusters is the test of record (the item test would
-count correlated items as independent evidence) and the MDE counts clusters, not items. p-values are
-Holm–Bonferroni adjusted within each table. The verdict is "better" or "worse" only when the adjusted p
-is below α = {alpha} and the CI excludes 0 — which sign is better is the metric's declared direction (a
-drop of a lower-is-better score is better), and a descriptive score (a length) is only ever "higher" or
-"lower" — otherwise "no detectable difference", with a note saying
-whether the eval was underpowered: the MDE is the smallest true difference a paired test on this many
-units detects with 80% power (two-sided α). Effect size is Cohen's d_z (mean difference over the SD of
-the per-unit differences). Cost per 1K calls is the measured device time per item (a batch's time
-shared by its items) × the price per device-hour.
+items and reports Δ = mean(A) − mean(B), with each seed's own Δ beside it; arms evaluated on different
+items are refused, never paired. The {confidence:.0%} CI is a percentile bootstrap ({n_resamples:,} resamples,
+seed {seed}) over items — over whole clusters when items share a source — and, when arms have several
+seeds, a hierarchical bootstrap that resamples seeds and items, so seed-to-seed variation is part of the
+uncertainty. The test of record: with one seed, McNemar's exact test for binary per-item scores, else the
+Wilcoxon signed-rank test; when items share a source, the sign-flip permutation test flipping whole
+clusters (the item tests would count correlated items as independent evidence). With several seeds, a
+t-test whose SE counts the seed-to-seed variance beside the items' (variance components of the seeds ×
+items differences, Satterthwaite df), so a difference that one seed shows and another does not is not
+taken for evidence; the item-only tests are shown beside it. The MDE is the smallest true difference that
+test detects with 80% power (two-sided α); it is not given with 2 seeds (the seed variance has 1 df) or
+without variance (identical answers, one discordant item). p-values are Holm–Bonferroni adjusted within
+the families listed under "Multiple comparisons". The verdict is the test's — "better" or "worse" only when
+the adjusted p is below α = {alpha} and the CI excludes 0 (which sign is better is the metric's declared
+direction; a descriptive score is only "higher" or "lower"), else "not significant", which is not "no
+difference". The outcome is the decision, against one tolerance for every comparison, ±{tolerance:g} of
+each metric's declared range: "equivalent" when the whole CI lies inside ±tolerance (effects of that size
+are ruled out), "regressed" or "improved" for a significant change whose CI reaches past it,
+"inconclusive" otherwise, with about how many items would decide at the observed variance; a metric
+without a finite declared range gets no equivalence claim. Effect size is Cohen's d_z (mean difference
+over the SD of the per-unit differences). Cost per 1K calls is the measured device time per item (a
+batch's time shared by its items) × the price per device-hour.
 """
 
 
@@ -62,6 +68,7 @@ def trials_section(study: Study) -> list[str]:
                      + (f" — {row.reason}" if isinstance(row.reason, str) else "")
                      + (f"; the grid point was run again as trial {int(again.iloc[0]):04d}" if len(again) else ""))
     lines.extend(_stage_summaries(complete))
+    lines.extend(f"- training data: {p}" for p in study.data_provenance)
     lines.extend(f"- note: {n}" for n in study.notes)
     return lines
 
@@ -119,21 +126,44 @@ def field_table(study: Study) -> list[str]:
     return ["### Per field", "", "Mean score of each answer field per arm, over items and seeds.", "", *lines, ""]
 
 
+APPENDIX = "Appendix: full tables"
+APPENDIX_ANCHOR = "#appendix-full-tables"  # GitHub's anchor of the APPENDIX heading
+
+
 def _table_files(content: ReportContent, table: tables.TableFiles) -> str:
-    return f"Files: [CSV]({content.relative(table.csv)}), [LaTeX]({content.relative(table.latex)})."
+    files = f"Files: [CSV]({content.relative(table.csv)}) (every column), [LaTeX]({content.relative(table.latex)})."
+    if table.full_markdown is None:
+        return files
+    return (f"{files} Every statistic: the [full table]({APPENDIX_ANCHOR}) in the appendix "
+            f"([markdown]({content.relative(table.full_markdown)}), [LaTeX]({content.relative(table.full_latex)})).")
 
 
 def _arms_section(content: ReportContent) -> list[str]:
-    """The arm table, how to read its speed columns, and what its costs are priced at."""
+    """The compact arm table, and what the full one adds, how to read its speed columns and what costs are priced at."""
     price = content.price_per_device_hour
     return ["## Quality, cost and speed per arm", "", content.tables["arms"].markdown.read_text(),
             f"{_table_files(content, content.tables['arms'])} "
+            "The full table adds cost per 1K calls, latency, throughput, failed calls and training cost. "
             "Latency is per call, and a call answers `items / call` items (local arms generate in batches, "
             "endpoints take one item per call): compare speed by `device-s / item`. "
             + ("Cost per 1K calls: endpoint arms at their token prices; local arms need a price per device-hour "
                "(not given)." if price is None
                else f"Cost per 1K calls: endpoint arms at their token prices, local arms at ${price}/device-hour."),
             ""]
+
+
+def appendix_section(content: ReportContent) -> list[str]:
+    """Every table in full (each statistic, the test's notes, cost and speed), in the order the report shows them."""
+    full = [t for t in content.tables.values() if t.full_markdown is not None]
+    if not full:
+        return []
+    lines = [f"## {APPENDIX}", "", "The tables above in full: every statistic of each row (raw, permutation and "
+             "item-test p, SE, d_z, the per-seed Δs, the outcome's reasons) and the arms' cost and speed.", ""]
+    for t in full:
+        lines += [f"### {t.title}", "", t.full_markdown.read_text(),
+                  f"Files: [CSV]({content.relative(t.csv)}), [markdown]({content.relative(t.full_markdown)}), "
+                  f"[LaTeX]({content.relative(t.full_latex)}).", ""]
+    return lines
 
 
 def _when_to_use_section(content: ReportContent) -> list[str]:
@@ -144,12 +174,37 @@ def _when_to_use_section(content: ReportContent) -> list[str]:
             *when_to_use(three_way.comparisons, content.arms, content.metric, content.settings.confidence), ""]
 
 
+def _holm_line(content: ReportContent, table: str) -> str:
+    fam = family_of(content.holm_families, table)
+    if fam is None:
+        return ""
+    where = "the experiment's question, across tables" if fam.name == QUESTION else "the rows of this table"
+    return f"Holm family `{fam.name}` ({where}; m = {fam.m})."
+
+
+def multiple_comparisons_section(content: ReportContent) -> list[str]:
+    """The Holm families the report declared, their tables and sizes, and the rule behind them."""
+    if not content.holm_families:
+        return []
+    lines = ["## Multiple comparisons", "",
+             "p-values are Holm-adjusted within each family below. The experiment's question (the stage pairs, "
+             "quantisation deltas, endpoint contestants and main contrasts of each factor it varies; else the "
+             "headline comparisons vs baseline) is one family across its tables; secondary metrics, forgetting "
+             "tasks, trends, simple effects and interactions are families of their own. A row whose arms "
+             "answered identically is shown but not counted in m: it cannot reach significance whatever m is "
+             "(Tarone 1990).", "", "| family | tables | m (counted) | not counted (identical answers) |",
+             "|---|---|---|---|"]
+    lines += [f"| `{f.name}` | {', '.join(f'`{t}`' for t in f.tables)} | {f.m} | {f.excluded} |"
+              for f in content.holm_families]
+    return lines + [""]
+
+
 def _family_section(content: ReportContent, family: Family) -> list[str]:
     table, figure = content.tables.get(family.name), content.figures.get(f"deltas_{family.name}")
     lines = [f"## {family.title}", ""]
     if family.comparisons:
         lines.append(table.markdown.read_text() if table else "")
-        lines.append(f"{_table_files(content, table)} Holm-adjusted across the rows of this table.")
+        lines.append(f"{_table_files(content, table)} {_holm_line(content, family.name)}")
     else:
         lines.append("No comparisons.")
     for a, b, reason in family.refused:
@@ -163,8 +218,7 @@ def _contrast_family(content: ReportContent, fam: ContrastFamily, heading: str) 
     out = [f"{heading} {fam.title}", ""] + ([fam.note, ""] if fam.note else [])
     table = content.tables.get(fam.name)
     if fam.contrasts and table:
-        out += [table.markdown.read_text(),
-                f"{_table_files(content, table)} Holm-adjusted across the rows of this table.", ""]
+        out += [table.markdown.read_text(), f"{_table_files(content, table)} {_holm_line(content, fam.name)}", ""]
     elif not fam.refused:
         out += ["No contrasts.", ""]
     out += [f"- not compared, {a} vs {b}: {reason}" for a, b, reason in fam.refused]
@@ -193,7 +247,8 @@ def _contrasts_section(content: ReportContent) -> list[str]:
              "What each factor the study varies did to the trained arms: every level against the factor's "
              "reference level (`report.reference` in the spec; default the grid's first level), paired item by item "
              "and seed by seed on the same frozen items, with the CI, tests and MDE of the tables above, "
-             f"Holm-adjusted within each table. Factors: {factors}.", ""]
+             "Holm-adjusted within the families listed under Multiple comparisons (the main contrasts are part of "
+             f"the experiment's question). Factors: {factors}.", ""]
     lines += [f"- {n}" for n in contrasts.notes]
     for f in contrasts.factors:
         lines += [f"### {f.name}", ""]
@@ -240,12 +295,30 @@ def scores_section(metrics: Sequence[str], declared: Mapping[str, ScoreSpec]) ->
     return lines + [""]
 
 
+def provenance_lines(content: ReportContent) -> list[str]:
+    """Where the report's trials came from and how to run them again (from the trials, never the clock)."""
+    p = content.study.provenance
+    if p is None or not p.commits:
+        return ["Trials: no commit recorded."]
+    when = f"; the last finished {p.finished_at[:16].replace('T', ' ')} UTC" if p.finished_at else ""
+    commits = [c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in p.commits]
+    line = f"Trials run at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}{when}."
+    if content.config_file is not None:
+        line += f" Resolved config: [{content.relative(content.config_file)}]({content.relative(content.config_file)})."
+    if p.commands:
+        line += " Reproduce: " + ", then ".join(f"`{c}`" for c in p.commands) + "."
+    return [line]
+
+
 def render_markdown(content: ReportContent) -> str:
     """The whole of report.md."""
     s, study = content.settings, content.study
     md = [f"# {study.name}: report", "",
-          f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Headline metric: **{content.metric}**. "
-          f"Baseline: **{content.baseline}**. α = {s.alpha}, {s.confidence:.0%} CIs, {s.level}-level tests.", "",
+          *provenance_lines(content), "",
+          f"Headline metric: **{content.metric}**. "
+          f"Baseline: **{content.baseline}**. α = {s.alpha}, {s.confidence:.0%} CIs, {s.level}-level tests. "
+          f"Outcomes are read against one tolerance, ±{s.tolerance:g} of each metric's declared range "
+          f"(±{s.tolerance:g} for a score in [0, 1]): a CI inside it is \"equivalent\".", "",
           "## Trials", "", *trials_section(study), "", *endpoints_section(study), *_arms_section(content)]
     md += field_table(study)
     md += _when_to_use_section(content)
@@ -256,8 +329,10 @@ def render_markdown(content: ReportContent) -> str:
         md += _family_section(content, fam)
     if content.contrasts.factors:
         md += _contrasts_section(content)
+    md += multiple_comparisons_section(content)
     md += judge_markdown(content.judge_pairwise, content.judge_single, confidence=s.confidence)
     md += _figures_section(content)
     md += ["", *scores_section(content.compared_metrics, content.score_meanings()),
-           METHOD.format(confidence=s.confidence, n_resamples=s.n_resamples, seed=s.seed, alpha=s.alpha)]
+           METHOD.format(confidence=s.confidence, n_resamples=s.n_resamples, seed=s.seed, alpha=s.alpha,
+                         tolerance=s.tolerance), *appendix_section(content)]
     return "\n".join(md)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.contrasts import Contrasts
-from analysis.families import Family
+from analysis.families import Family, HolmFamily
 from analysis.figures import FigureFiles
 from analysis.load import Study
 from analysis.settings import ComparisonSettings
@@ -30,6 +30,7 @@ class ReportContent:
     price_per_device_hour: float | None
     families: list[Family]
     contrasts: Contrasts
+    holm_families: list[HolmFamily]
     arms: pd.DataFrame
     notes: list[str]  # on pairs not compared and arms left out of the arm table
     tables: dict[str, TableFiles]
@@ -37,6 +38,7 @@ class ReportContent:
     contrast_figures: dict[str, FigureFiles]
     judge_pairwise: pd.DataFrame
     judge_single: pd.DataFrame
+    config_file: Path | None = None  # the resolved spec the trials ran (report/config.yaml)
 
     def relative(self, path: Path) -> str:
         """`path` as a link from the study folder, where report.md lies."""

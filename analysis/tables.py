@@ -1,7 +1,9 @@
 """The write-up's tables: one row per arm (quality, Δ vs baseline, cost, speed, training) and one per comparison.
 
-Each table exists twice: a numeric DataFrame (written as CSV, for machines) and a display DataFrame of
-formatted strings (written as markdown and as a LaTeX booktabs table).
+Each table exists as a numeric DataFrame (written as CSV, every column, for machines) and as two display
+DataFrames of formatted strings, each written as markdown and as LaTeX: a compact one for the report's body
+(`compact_arm_table`, `compact_comparisons`: the estimate, its CI, the decision) and the full one, every
+statistic, for its appendix (`display_arm_table`, `display_comparisons`, `display_contrasts`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.compare import NO_DIFFERENCE, Comparison, Quality
+from analysis.compare import MIN_SEEDS_FOR_POWER, NOT_SIGNIFICANT, Comparison, Quality
 from analysis.contrasts import INTERACTION, TREND, ContrastFamily
 from analysis.load import Study
 from harness.evaluation.metrics import display_name
@@ -23,16 +25,21 @@ from harness.results import write_atomic
 from harness.stats.factors import format_value
 
 ARM_COLUMNS = ["arm", "n_items", "n_seeds", "quality", "quality_ci_low", "quality_ci_high", "baseline", "delta",
-               "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "cost_per_1k_calls", "items_per_call",
-               "latency_p50_s", "latency_p95_s", "device_s_per_item", "tokens_per_s", "failed_calls", "train_device_s",
-               "tokens_trained", "peak_mem_gb"]
+               "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "outcome", "cost_per_1k_calls",
+               "items_per_call", "latency_p50_s", "latency_p95_s", "device_s_per_item", "tokens_per_s", "failed_calls",
+               "train_device_s", "tokens_trained", "peak_mem_gb"]
 
 
 @dataclass(frozen=True)
 class TableFiles:
+    """One table's files: the numeric CSV, the compact table (markdown, LaTeX) and, when written, the full one."""
+
     csv: Path
     markdown: Path
     latex: Path
+    full_markdown: Path | None = None
+    full_latex: Path | None = None
+    title: str = ""
 
 
 def eval_speed(rows: pd.DataFrame) -> dict[str, float]:
@@ -125,7 +132,7 @@ def arm_table(study: Study, qualities: Sequence[Quality], comparisons: Sequence[
             "quality_ci_high": q.ci_high, "baseline": c.b if c else None,
             "delta": c.diff if c else math.nan, "delta_ci_low": c.ci_low if c else math.nan,
             "delta_ci_high": c.ci_high if c else math.nan, "p_adjusted": c.p_adjusted if c else math.nan,
-            "verdict": c.verdict if c else None,
+            "verdict": c.verdict if c else None, "outcome": c.outcome if c else None,
             "cost_per_1k_calls": cost_per_1k_calls(arm_rows, speed["device_s_per_item"], price_per_device_hour),
             "items_per_call": speed["items_per_call"], "latency_p50_s": speed["latency_p50_s"],
             "latency_p95_s": speed["latency_p95_s"], "device_s_per_item": speed["device_s_per_item"],
@@ -181,7 +188,7 @@ def display_arm_table(table: pd.DataFrame, metric: str, *, confidence: float = 0
                                      for r in table.itertuples()],
         "Baseline": table["baseline"].fillna(DASH),
         "adj. p": table["p_adjusted"].map(format_p),
-        "Verdict": table["verdict"].fillna(DASH),
+        "Outcome": table["outcome"].fillna(DASH),
         "$ / 1K calls": table["cost_per_1k_calls"].map(lambda x: _num(x, 4)),
         "items / call": table["items_per_call"].map(lambda x: _num(x, 1)),
         "p50 latency / call (s)": table["latency_p50_s"].map(_num),
@@ -194,34 +201,122 @@ def display_arm_table(table: pd.DataFrame, metric: str, *, confidence: float = 0
     })
 
 
+def items_by_seeds(n_items: float, n_seeds: float) -> str:
+    """"50 × 3": paired items and seeds, the size of the evidence behind a row."""
+    if not (np.isfinite(n_items) and np.isfinite(n_seeds)):
+        return DASH
+    return f"{int(n_items)} × {int(n_seeds)}"
+
+
+def compact_arm_table(table: pd.DataFrame, metric: str, *, confidence: float = 0.95) -> pd.DataFrame:
+    """The arm table of the report's body: size, quality, Δ vs baseline, outcome and device time per item (the
+    cost, latency and training columns are the full table's, `display_arm_table`)."""
+    level = f"{confidence:.0%} CI"
+    return pd.DataFrame({
+        "Arm": table["arm"],
+        "Items × seeds": [items_by_seeds(r.n_items, r.n_seeds) for r in table.itertuples()],
+        f"{display_name(metric)} [{level}]": [_interval(r.quality, r.quality_ci_low, r.quality_ci_high)
+                                             for r in table.itertuples()],
+        f"Δ vs baseline [{level}]": [_interval(r.delta, r.delta_ci_low, r.delta_ci_high, signed=True)
+                                     for r in table.itertuples()],
+        "Outcome": table["outcome"].fillna(DASH).replace("", DASH),
+        "device-s / item": table["device_s_per_item"].map(_num),
+    })
+
+
+def seed_deltas(c: Comparison) -> str:
+    """Each seed's own Δ, beside the pooled one (a dash with one seed: the pooled Δ is that seed's)."""
+    return ", ".join(_signed(d) for d in c.seed_diffs) if len(c.seed_diffs) > 1 else DASH
+
+
+def mde_text(c: Comparison) -> str:
+    """The MDE, or why there is none: no variance, one discordant item, too few seeds to estimate their variance."""
+    if c.degenerate:
+        return c.degenerate
+    if c.level == "item" and 2 <= c.n_seeds < MIN_SEEDS_FOR_POWER:
+        return f"{c.n_seeds} seeds: seed variance has {c.n_seeds - 1} df"
+    return _num(c.mde)
+
+
+def outcome_text(c: Comparison) -> str:
+    """The outcome with its tolerance, and for an inconclusive one the units that would decide (or more seeds, when
+    the seed-to-seed variation alone keeps the CI wider than the tolerance)."""
+    if not c.outcome:
+        return c.verdict
+    tol = f" (±{c.tolerance:.3g})" if np.isfinite(c.tolerance) else " (no tolerance: unbounded metric)"
+    needed = ""
+    if c.outcome == "inconclusive" and c.items_needed and c.items_needed > c.n_clusters:
+        needed = f"; ~{c.items_needed:,} {'clusters' if c.n_clusters < c.n else 'items'} would decide"
+    elif (c.outcome == "inconclusive" and c.items_needed is None and np.isfinite(c.tolerance) and c.level == "item"
+          and c.n_seeds >= MIN_SEEDS_FOR_POWER and c.se_seeds > 0):
+        needed = "; more seeds would decide, not more items"
+    return f"{c.outcome}{tol}{needed}"
+
+
 def display_comparisons(comparisons: Sequence[Comparison], *, confidence: float = 0.95) -> pd.DataFrame:
-    """Every comparison as formatted strings: Δ with CI, the test, raw/permutation/adjusted p, d_z, MDE."""
+    """Every comparison as formatted strings: Δ with CI and per-seed Δs, the test, its SE, raw/permutation/adjusted
+    p, d_z, MDE, and the outcome against the report's tolerance."""
     return pd.DataFrame([{
         "A": c.a, "B": c.b, "Metric": display_name(c.metric), "Items": str(c.n), "Seeds": str(c.n_seeds),
         "mean A": _num(c.mean_a), "mean B": _num(c.mean_b),
         f"Δ = A − B [{confidence:.0%} CI]": _interval(c.diff, c.ci_low, c.ci_high, signed=True),
-        "Test": c.test, "p": format_p(c.p), "perm. p": format_p(c.p_permutation), "adj. p": format_p(c.p_adjusted),
+        "Δ per seed": seed_deltas(c), "SE": _num(c.se),
+        "Test": c.test, "p": format_p(c.p), "perm. p": format_p(c.p_permutation),
+        "adj. p": format_p(c.p_adjusted) + ("" if c.counted else " (not in m)"),
         "Item test": c.item_test, "item-test p": format_p(c.p_item_test),
-        "d_z": _num(c.effect_size, 2), "MDE": _num(c.mde), "cluster SE": _num(c.cluster_se),
-        "Verdict": c.verdict, "Note": c.note or DASH,
+        "d_z": _num(c.effect_size, 2), "MDE": mde_text(c), "cluster SE": _num(c.cluster_se),
+        "Outcome": outcome_text(c), "Note": c.note or DASH,
     } for c in comparisons])
 
 
+def comparison_label(a: str, b: str) -> str:
+    """"A − B", or A alone when B is the constant 0 (a trend's slope)."""
+    return a if b == "0" else f"{a} − {b}"
+
+
+def compact_comparisons(comparisons: Sequence[Comparison], *, confidence: float = 0.95,
+                        outcomes: Sequence[str] | None = None) -> pd.DataFrame:
+    """A family's table for the report's body: what was compared, on which metric, Δ with its CI, the adjusted p,
+    the MDE, the items × seeds behind it and the outcome (with the items that would decide an inconclusive one).
+    `outcomes` replaces `outcome_text` (a contrast's verdict, or a dash where a report predates outcomes)."""
+    outcomes = list(outcomes) if outcomes is not None else [outcome_text(c) for c in comparisons]
+    return pd.DataFrame([{
+        "Comparison (A − B)": comparison_label(c.a, c.b), "Metric": display_name(c.metric),
+        f"Δ [{confidence:.0%} CI]": _interval(c.diff, c.ci_low, c.ci_high, signed=True),
+        "adj. p": format_p(c.p_adjusted) + ("" if c.counted else " (not in m)"),
+        "MDE": mde_text(c), "Items × seeds": items_by_seeds(c.n, c.n_seeds), "Outcome": outcome,
+    } for c, outcome in zip(comparisons, outcomes)], columns=compact_columns(confidence))
+
+
+def compact_columns(confidence: float = 0.95) -> list[str]:
+    """The columns of `compact_comparisons`, also those of an empty one."""
+    return ["Comparison (A − B)", "Metric", f"Δ [{confidence:.0%} CI]", "adj. p", "MDE", "Items × seeds", "Outcome"]
+
+
 # A slope or a difference of differences is read by its sign, whatever the metric's direction: (positive,
-# negative, none detected).
+# negative, within the tolerance).
 CONTRAST_VERDICTS = {
-    TREND: ("rises with the level", "falls with the level", "no detectable trend"),
-    INTERACTION: ("larger effect at this level", "smaller effect at this level", "no detectable interaction"),
+    TREND: ("rises with the level", "falls with the level", "flat within"),
+    INTERACTION: ("larger effect at this level", "smaller effect at this level", "no interaction beyond"),
 }
 
 
 def contrast_verdict(kind: str, c: Comparison) -> str:
-    """What a contrast found, in words that fit its kind: a trend rises or falls, an interaction's effect is larger
-    or smaller; a level contrast keeps the comparison's verdict (better or worse by the metric's direction)."""
+    """What a contrast found, in words that fit its kind: a trend rises or falls or is flat within the tolerance,
+    an interaction's effect is larger or smaller or absent within it, else inconclusive; a level contrast keeps
+    the comparison's outcome (regressed, equivalent, improved, inconclusive by the metric's direction)."""
     if kind not in CONTRAST_VERDICTS:
-        return c.verdict
-    positive, negative, none = CONTRAST_VERDICTS[kind]
-    return none if c.verdict == NO_DIFFERENCE else positive if c.diff > 0 else negative
+        return outcome_text(c)
+    positive, negative, within = CONTRAST_VERDICTS[kind]
+    if c.verdict != NOT_SIGNIFICANT:
+        return positive if c.diff > 0 else negative
+    return f"{within} ±{c.tolerance:.3g}" if c.outcome == "equivalent" else "inconclusive"
+
+
+def compact_contrasts(family: ContrastFamily, *, confidence: float = 0.95) -> pd.DataFrame:
+    """`compact_comparisons` of a contrast family, each row's outcome in the words of its kind (`contrast_verdict`)."""
+    return compact_comparisons(family.comparisons, confidence=confidence,
+                               outcomes=[contrast_verdict(family.kind, c) for c in family.comparisons])
 
 
 def contrast_table(study: Study, family: ContrastFamily) -> pd.DataFrame:
@@ -268,10 +363,10 @@ def display_contrasts(study: Study, family: ContrastFamily, *, confidence: float
         columns["mean A"] = [_num(c.comparison.mean_a) for c in family.contrasts]
         columns["mean B"] = [_num(c.comparison.mean_b) for c in family.contrasts]
         columns[delta] = list(stats[delta])
-    for name in ("Items", "Seeds", "Test", "adj. p", "d_z", "MDE"):
+    for name in ("Δ per seed", "Items", "Seeds", "Test", "SE", "adj. p", "d_z", "MDE"):
         columns[name] = list(stats[name])
     # "better" and "worse" read wrongly for a slope or a difference of differences: say what was found.
-    columns["Verdict"] = [contrast_verdict(family.kind, c.comparison) for c in family.contrasts]
+    columns["Outcome"] = [contrast_verdict(family.kind, c.comparison) for c in family.contrasts]
     if family.kind not in (TREND, INTERACTION):
         costs = [(trials_cost(study, c.trials_a), trials_cost(study, c.trials_b)) for c in family.contrasts]
         columns["peak mem GB (A / B)"] = [_pair(a["peak_mem_gb"], b["peak_mem_gb"], 2) for a, b in costs]
@@ -297,28 +392,69 @@ def markdown_table(display: pd.DataFrame) -> str:
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _TEX_UNICODE = {"Δ": r"$\Delta$", "±": r"$\pm$", "−": "$-$", "—": "---", "×": r"$\times$", "≥": r"$\geq$",
-                "≤": r"$\leq$", "<": r"$<$", ">": r"$>$"}
-_TEX_PATTERN = re.compile("|".join(re.escape(k) for k in [*_TEX_SPECIAL, *_TEX_UNICODE]))
+                "≤": r"$\leq$", "<": r"$<$", ">": r"$>$", "‖": r"$\Vert$", "≈": r"$\approx$", "…": r"\ldots{}"}
+_TEX_SYMBOLS = {"d_z": "$d_z$"}  # whole words that are symbols (Cohen's d_z), not names with an underscore
+_TEX = {**_TEX_SPECIAL, **_TEX_UNICODE, **_TEX_SYMBOLS}
+_TEX_PATTERN = re.compile("|".join([*(rf"\b{re.escape(k)}\b" for k in _TEX_SYMBOLS),
+                                    *(re.escape(k) for k in [*_TEX_SPECIAL, *_TEX_UNICODE])]))
+# A cell that is a number, an interval, a pair or a count ("+0.411 [+0.354, +0.459]", "1.50 / 1.03", "50 × 3",
+# "<0.001"), with an optional remark in parentheses ("1.000 (not in m)"): right-aligned in LaTeX.
+_NUMERIC_CELL = re.compile(r"[<>≤≥]?[−+\-]?\d[\d\s.,+\-−\[\]/×%]*(\s*\([^()]*\))?")
 
 
 def tex_escape(text: object) -> str:
     """Plain text as LaTeX: special characters escaped, the symbols the tables use in math mode."""
-    return _TEX_PATTERN.sub(lambda m: _TEX_SPECIAL.get(m.group(), _TEX_UNICODE.get(m.group(), "")), str(text))
+    return _TEX_PATTERN.sub(lambda m: _TEX[m.group()], str(text))
+
+
+def _numeric_column(column: pd.Series) -> bool:
+    """Numbers (by dtype, or every cell but the dashes reads as a number): a column to right-align."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return True
+    cells = [str(x).strip() for x in column if str(x).strip() not in ("", DASH)]
+    return bool(cells) and all(_NUMERIC_CELL.fullmatch(x) for x in cells)
+
+
+def column_format(display: pd.DataFrame) -> str:
+    """The LaTeX column spec of a display table: `r` for a numeric column, `l` for text."""
+    return "".join("r" if _numeric_column(display.iloc[:, i]) else "l" for i in range(display.shape[1]))
+
+
+def table_label(study: str, table: str) -> str:
+    """`tab:<study>-<table>` (e.g. `tab:quant_delta-cpu-headline`): two experiments' tables in one paper keep
+    apart. Characters a LaTeX label cannot hold become `-`."""
+    return "tab:" + re.sub(r"[^A-Za-z0-9_.:+-]", "-", f"{study}-{table}")
 
 
 def latex_table(display: pd.DataFrame, *, caption: str, label: str) -> str:
-    """A booktabs LaTeX table (needs \\usepackage{booktabs}) of string cells."""
+    r"""A booktabs LaTeX table of string cells, numeric columns right-aligned, set in `\small` and shrunk to the
+    line width when wider (never enlarged). The preamble needs `\usepackage{booktabs}` and
+    `\usepackage{graphicx}` (for `\resizebox`)."""
     escaped = display.map(tex_escape)
     escaped.columns = [tex_escape(c) for c in display.columns]
-    return escaped.to_latex(index=False, escape=False, caption=tex_escape(caption), label=label,
-                            column_format="l" * len(display.columns))
+    tabular = escaped.to_latex(index=False, escape=False, column_format=column_format(display)).rstrip("\n")
+    return "\n".join([r"\begin{table}[htbp]", r"\centering", rf"\caption{{{tex_escape(caption)}}}",
+                      rf"\label{{{label}}}", r"\small",
+                      # \width is the tabular's natural width: shrink it to \linewidth, leave a narrow one alone.
+                      r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+                      tabular + "}", r"\end{table}", ""])
 
 
-def write_table(numeric: pd.DataFrame, display: pd.DataFrame, stem: Path, *, caption: str) -> TableFiles:
-    """Write `stem`.csv (numeric), `stem`.md and `stem`.tex (display); return the paths."""
+def write_table(numeric: pd.DataFrame, display: pd.DataFrame, stem: Path, *, caption: str,
+                label: str | None = None, full: pd.DataFrame | None = None, title: str = "") -> TableFiles:
+    """Write `stem`.csv (numeric, every column), `stem`.md and `stem`.tex (`display`) and, given the `full` display
+    table, `stem`-full.md and `stem`-full.tex; return the paths. `label` is the LaTeX label (`table_label`; default
+    `tab:<stem name>`), the full table's gets `-full`; `title` names the table in a document (default: `caption`)."""
     stem = Path(stem)
-    files = TableFiles(stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex"))
+    label = label or f"tab:{stem.name}"
+    full_stem = stem.with_name(f"{stem.name}-full")
+    files = TableFiles(stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex"),
+                       full_stem.with_suffix(".md") if full is not None else None,
+                       full_stem.with_suffix(".tex") if full is not None else None, title=title or caption)
     write_atomic(files.csv, numeric.to_csv(index=False))
     write_atomic(files.markdown, markdown_table(display))
-    write_atomic(files.latex, latex_table(display, caption=caption, label=f"tab:{stem.name}"))
+    write_atomic(files.latex, latex_table(display, caption=caption, label=label))
+    if full is not None:
+        write_atomic(files.full_markdown, markdown_table(full))
+        write_atomic(files.full_latex, latex_table(full, caption=f"{caption} (full table)", label=f"{label}-full"))
     return files

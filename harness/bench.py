@@ -40,13 +40,11 @@ def check_arch(arch: str) -> str:
 
 
 def reference_mode(mode: str, backend: str, checkpointing: bool | str) -> str:
-    """The reference loop's mode that does what the harness backend does."""
-    if backend == "unsloth":
-        return f"unsloth_{mode}"
-    if mode == "qlora":
-        return "hf_qlora"
-    liger = "_liger" if backend.endswith("+liger") else ""
-    return f"hf{liger}_lora" + ("" if checkpointing is True else "_nogc")
+    """The reference loop's mode that does what the harness path does with `backend` (a `train.backend`
+    choice, "auto" as it resolves here: the same machine as the measured process)."""
+    from harness.backends import resolve_backend
+
+    return resolve_backend(backend).reference_mode(mode, checkpointing)
 
 
 def measure_harness(arch: str, mode: str, *, batch_size: int, seq: int, steps: int, warmup: int,
@@ -225,15 +223,13 @@ def bench_training(arch: str, mode: str = "lora", *, batch_size: int = 4, seq: i
     if data == "realestate" and reference is not None:
         reference = None  # the comparison there is against full-length random tokens, not the raw loop
     shape = dict(batch_size=batch_size, seq=seq, steps=steps, warmup=warmup)
-    runs: dict[str, Any] = {}
 
     def harness() -> dict[str, Any]:
-        runs["harness"] = run_isolated("measure_harness", arch=arch, mode=mode, backend=backend,
-                                       checkpointing=checkpointing, data=data, **shape)
-        return runs["harness"]
+        return run_isolated("measure_harness", arch=arch, mode=mode, backend=backend,
+                            checkpointing=checkpointing, data=data, **shape)
 
     def ref() -> dict[str, Any]:
-        ref_mode = reference_mode(mode, runs["harness"]["backend"], checkpointing)
+        ref_mode = reference_mode(mode, backend, checkpointing)
         return run_reference(arch, ref_mode, script=Path(reference), **shape)
 
     return {"kind": "training", "arch": arch, "mode": mode, "data": data,
@@ -284,8 +280,7 @@ def measure_harness_dpo(arch: str, *, batch_size: int, seq: int, steps: int, war
 
     from harness.backends.memory_plan import peak_memory_bytes
     from harness.data.example import Example
-    from harness.spec.stages.dpo import DPOSpec
-    from harness.stages.dpo import train_dpo
+    from harness.stages.dpo import DPOSpec, train_dpo
 
     cuda = torch.cuda.is_available()
     chosen, _, model, tok, load_s = _with_adapter(arch, backend)
@@ -320,14 +315,12 @@ def bench_dpo(arch: str, *, batch_size: int = 4, seq: int = 1024, steps: int = 1
     rows = dpo_pairs(load_tokenizer(resolve_model(f"random:{arch}")), batch_size * (warmup + steps + 1), seq)
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
     shape = dict(batch_size=batch_size, seq=seq, steps=steps, warmup=warmup)
-    runs: dict[str, Any] = {}
 
     def harness() -> dict[str, Any]:
-        runs["harness"] = run_isolated("measure_harness_dpo", pairs=str(pairs), backend=backend, arch=arch, **shape)
-        return runs["harness"]
+        return run_isolated("measure_harness_dpo", pairs=str(pairs), backend=backend, arch=arch, **shape)
 
     def ref() -> dict[str, Any]:
-        ref_mode = reference_mode("lora", runs["harness"]["backend"], False)  # DPO recomputes no layer
+        ref_mode = reference_mode("lora", backend, False)  # DPO recomputes no layer
         return run_reference(arch, ref_mode, script=Path(reference), pairs=pairs, **shape)
 
     return {"kind": "dpo", "arch": arch, "mode": "lora", "data": "random-pairs",

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from harness.backends.registry import backend_choices
 from harness.errors import HarnessError
 from harness.grid.outcome import EXIT_BAD_INPUT, EXIT_STATUS
 from harness.progress import console
@@ -26,6 +27,12 @@ STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: res
                        "a journal file results/NAME/study.journal for several; PostgreSQL across nodes)")
 RESULTS = typer.Option(None, "--results", help="results root (default: $HARNESS_RESULTS or ./results)")
 SET = typer.Option(None, "--set", help="override a spec field: --set train.learning_rate=1e-4 (repeatable)")
+
+
+def _or(choices) -> str:
+    """"a, b or c" for a help text."""
+    *rest, last = choices
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 def _results_root(results: Optional[Path]) -> Path:
@@ -79,14 +86,38 @@ def list_experiments() -> None:
 
 @app.command()
 def check(name: str, preset: Optional[str] = PRESET, set_: Optional[list[str]] = SET) -> None:
-    """Validate an experiment spec and print its grid, without running anything."""
-    from harness.grid.study import validate_search
+    """Validate an experiment spec, print its grid, and run `harness run`'s preflight (data files exist and parse,
+    the frozen split verifies, no leaks; models and teachers resolve; every stage's own checks), without
+    loading a model or freezing anything."""
+    from harness.grid.study import trial_spec, validate_search
+    from harness.trial.runner import preflight
 
     spec = _load(name, preset, set_)
     points = validate_search(spec)
+    specs = [trial_spec(spec, p.params) for p in points]
+    data = _check_data(specs)
+    preflight(specs, freeze=False)
     console.print(f"[green]ok[/green] {spec.name}: {len(points)} trial(s)")
     for p in points:
         console.print(f"  {p.index}: {p.params}")
+    for line in data:
+        console.print(f"  data: {line}", highlight=False, soft_wrap=True)
+
+
+def _check_data(specs) -> list[str]:
+    """One line per distinct data section of the grid's trials, after the same checks a run makes first."""
+    from harness.data.prepare import prepare_data
+    from harness.models import harness_home
+
+    lines: dict[str, str] = {}
+    for spec in specs:
+        key = spec.data.model_dump_json()
+        if key not in lines:
+            data = prepare_data(spec.data, harness_home() / "data", freeze=False)
+            frozen = "frozen" if data.split.manifest.exists() else "not frozen yet: the first run freezes it"
+            lines[key] = (f"{data.source}: {len(data.train)} train, {len(data.dev)} dev, "
+                          f"{len(data.heldout)} held-out ({frozen})")
+    return list(lines.values())
 
 
 @app.command(epilog=EXIT_STATUS)
@@ -205,7 +236,8 @@ def plan(name: str, gpus: int = typer.Option(1, "--gpus", help="how many GPUs th
     """Before launching: the grid's size, each point's memory and tokens, time on N GPUs and its price."""
     import optuna
 
-    from harness.grid.plan import format_plan, plan_grid
+    from harness.grid.plan import plan_grid
+    from harness.grid.plan_text import format_plan
     from harness.grid.storage import open_storage
 
     spec = _load(name, preset, set_)
@@ -214,7 +246,7 @@ def plan(name: str, gpus: int = typer.Option(1, "--gpus", help="how many GPUs th
         study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
     except KeyError:
         study = None
-    print(format_plan(plan_grid(spec, device, gpus, _results_root(results), study), spec.name))
+    print(format_plan(plan_grid(spec, device, gpus, _results_root(results), study), spec.name, console.width))
 
 
 @app.command()
@@ -277,19 +309,6 @@ def _metric(metrics: dict, arm: str, name: str) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
 
 
-def _stage_pairs(study_dir: Path) -> list[tuple[str, str]]:
-    """Every (arm, the arm it continued from) the study's trials recorded, e.g. ("dpo", "sft")."""
-    from harness.results import read_json, stage_pairs
-
-    pairs: list[tuple[str, str]] = []
-    for trial_dir in sorted(study_dir.glob("trial-*")):
-        manifest = read_json(trial_dir / "manifest.json") if (trial_dir / "manifest.json").exists() else {}
-        for pair in stage_pairs(manifest, [p.stem for p in (trial_dir / "eval").glob("*.jsonl")]):
-            if pair not in pairs:
-                pairs.append(pair)
-    return pairs
-
-
 @app.command()
 def dashboard(name: str, preset: Optional[str] = PRESET, storage: Optional[str] = STORAGE,
               results: Optional[Path] = RESULTS, host: str = "127.0.0.1", port: int = 8080) -> None:
@@ -305,24 +324,18 @@ def dashboard(name: str, preset: Optional[str] = PRESET, storage: Optional[str] 
 @app.command()
 def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = RESULTS,
            baseline: str = typer.Option("base", help="the arm every other arm is compared with"),
+           tolerance: Optional[float] = typer.Option(
+               None, help="equivalence margin, a share of each metric's range (default: report.tolerance, else "
+                          "0.02): a CI inside ±it reads equivalent, one past it inconclusive"),
            set_: Optional[list[str]] = SET) -> None:
     """Write results/NAME/report.md and report.json: significance-tested tables and figures."""
-    from analysis import load_study
     from analysis.report import build_report
     from analysis.wandb_logging import log_report_to_wandb
 
     spec = _load(name, preset, set_)
     study_dir = _results_root(results) / spec.name
-    labels = load_study(study_dir).arm_labels
-    # Stage-on-stage comparisons the trials recorded, e.g. SFT+DPO vs the SFT it started from.
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for arm, before in _stage_pairs(study_dir):
-        matched = [(label, before + label[len(arm):]) for label in labels
-                   if label.startswith(arm) and before + label[len(arm):] in labels]
-        if matched:
-            groups[f"{arm}_vs_{before}"] = matched
-    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric, groups=groups or None,
-                         reference=spec.report.reference)
+    paths = build_report(study_dir, baseline=baseline, metric=spec.eval.metric, reference=spec.report.reference,
+                         tolerance=tolerance if tolerance is not None else spec.report.tolerance)
     log_report_to_wandb(paths, spec.name, project=spec.tracking.project,
                         mode=None if spec.tracking.wandb == "auto" else spec.tracking.wandb)
     console.print(f"wrote {paths.markdown} and {paths.json}")
@@ -332,11 +345,17 @@ def report(name: str, preset: Optional[str] = PRESET, results: Optional[Path] = 
 def regress(baseline: str = typer.Option(..., "--baseline", help="a base model name or a trial directory"),
             candidate: str = typer.Option(..., "--candidate", help="a base model name or a trial directory"),
             tasks: str = typer.Option(..., "--tasks", help="comma list, e.g. arc_easy_local,piqa_local"),
-            tolerance: float = typer.Option(0.02, help="a drop smaller than this is never a regression"),
+            tolerance: float = typer.Option(0.02, help="the largest accuracy difference that does not matter, in "
+                                            "(0, 1): equivalence needs the 95% CI inside ±tolerance"),
             alpha: float = typer.Option(0.05, help="significance level (Holm-adjusted across tasks)"),
             limit: Optional[int] = typer.Option(None, help="items per task"),
             out: Path = typer.Option(Path("results/regress"), "--out")) -> None:
-    """Exit 1 when the candidate is significantly worse than the baseline on a general-capability task."""
+    """Is the candidate worse than the baseline on general-capability tasks, equivalent, or can the items not say?
+
+    Exit 0: every task equivalent within ±tolerance (or significantly better); 1: a task regressed (a
+    significant drop past the tolerance); 3: inconclusive (no regression, no equivalence shown; the items that
+    would decide are printed); 2: bad input.
+    """
     from harness.capabilities.regress import regress_command
 
     raise typer.Exit(regress_command(baseline, candidate, tasks, tolerance=tolerance, alpha=alpha, limit=limit,
@@ -373,7 +392,7 @@ def publish(trial: Path = typer.Argument(..., help="a trial directory, e.g. resu
 @app.command()
 def bench(arch: str = typer.Option("random:llama-3.2-1b", help="a random-init architecture: random:<arch>"),
           mode: str = typer.Option("lora", help="lora (bf16) or qlora (4-bit NF4, CUDA)"),
-          backend: str = typer.Option("auto", help="auto, hf or unsloth (as train.backend)"),
+          backend: str = typer.Option("auto", help=f"{_or(backend_choices())} (as train.backend)"),
           checkpointing: str = typer.Option("true", help="true, false or auto (memory-aware)"),
           data: str = typer.Option("random", help="random (full-length tokens) or realestate (real lengths, packed)"),
           batch_size: int = typer.Option(4, "--batch-size"), seq: int = typer.Option(2048),
@@ -466,6 +485,122 @@ def data_summary(name: str, preset: Optional[str] = PRESET) -> None:
         if items:
             console.print(f"[bold]{split}[/bold]")
             console.print(format_summary(summarize(items, tok)))
+    for line in _review_lines(name, spec, data):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _review_lines(name: str, spec, data) -> list[str]:
+    """The review state of the training and held-out files, and the duplicates the leak guard sees within each."""
+    from harness.data.prepare import data_files
+    from harness.data.review import log_path, original_path, provenance_line, review_state
+    from harness.data.split import duplicates
+    from harness.models import harness_home
+
+    train_path, heldout_path, _, _, _ = data_files(spec.data, harness_home() / "data")
+    lines = []
+    if data.review:
+        lines.append(f"review (train, {train_path.name}, verified against its log): {data.review['provenance']}")
+    for split, path in (("train", original_path(train_path) or train_path), ("held-out", heldout_path)):
+        if (split == "held-out" or not data.review) and log_path(path).exists():
+            s = review_state(path, format=spec.data.format)
+            lines.append(f"review ({split}, {path.name}): {s['pairs'] - s['undecided']} of {s['pairs']} pairs decided, "
+                         f"{s['batches_closed']}/{s['batches']} batches closed: {provenance_line(s)}")
+        elif split == "train" and not data.review:
+            lines.append(f"review (train): none yet (`harness data review {name}`)")
+    for split, items in (("train", data.train + data.dev), ("held-out", data.heldout)):
+        groups = duplicates(items)
+        if groups:
+            lines.append(f"{split}: {sum(len(g) for g in groups)} items in {len(groups)} groups of duplicates "
+                         "(same prompt, or prompt and output, ignoring case, whitespace and end punctuation):")
+            lines.extend("  " + " = ".join(f"{ex.id} ({ex.origin})" if ex.origin else ex.id for ex in g)
+                         for g in groups[:20])
+            if len(groups) > 20:
+                lines.append(f"  ... and {len(groups) - 20} more groups")
+    return lines
+
+
+@data_app.command("review")
+def data_review(name: str, preset: Optional[str] = PRESET,
+                heldout: bool = typer.Option(False, "--heldout", help="review the frozen held-out split instead "
+                                             "(a fix or delete there means re-freezing it)"),
+                reviewer: Optional[str] = typer.Option(None, help="your name in the audit log "
+                                                       "(default: $HARNESS_REVIEWER, else $USER)"),
+                port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free one)"),
+                diff: bool = typer.Option(False, "--diff", help="print what the review changed and exit")) -> None:
+    """Review every pair in a browser, in batches of 50: keep, fix or delete, each decision logged beside the data."""
+    from harness.data.formats import load_examples
+    from harness.data.prepare import data_files
+    from harness.data.review import Review, original_path, reviewer_name
+    from harness.data.split import ensure_frozen
+    from harness.models import harness_home
+
+    spec = _load(name, preset)
+    who = reviewer_name(reviewer) if not diff else ""
+    train_path, heldout_path, _, _, built = data_files(spec.data, harness_home() / "data")
+    held = built[1] if built else load_examples(heldout_path, spec.data.format)
+    # The held-out split is frozen before anyone looks at the training side, so a review cannot drift into it.
+    split = ensure_frozen(held, heldout_path)
+    # A spec that trains on the reviewed file reviews its original: the reviewed file is derived, never edited.
+    review = Review.open(heldout_path if heldout else original_path(train_path) or train_path,
+                         format=spec.data.format, mode="heldout" if heldout else "train")
+    if review.history and not diff:
+        review.write_reviewed()  # re-derived from the original plus the log: a stale or edited copy is replaced
+    if diff:
+        import json
+
+        for row in review.diff():
+            console.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True, markup=False)
+        return
+    note = (f"This is the frozen held-out split ({split.count} items, frozen {split.created}). Keeping changes "
+            "nothing; a fix or a delete changes the split: runs refuse it until you re-freeze with "
+            f"`harness data freeze {name} --force`, and scores from before and after do not compare."
+            if heldout else None)
+    from harness.review.server import bind, make_app, serve
+
+    sock = bind(port)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    s = review.summary()
+    console.print(f"reviewing {review.data_path} ({s['pairs']} pairs, {s['batches_closed']}/{s['batches']} batches "
+                  f"closed); decisions go to {review.log_path}", highlight=False, soft_wrap=True)
+    console.print(f"open {url}  (Ctrl-C stops; every decision is already on disk)", highlight=False, soft_wrap=True)
+    serve(make_app(review, who, note), sock)
+
+
+@data_app.command("draft")
+def data_draft(inputs: Path = typer.Argument(..., help="a JSONL/CSV/parquet file of inputs without outputs: prompt, "
+                                             "instruction (+ input) or messages; optional id, cluster"),
+               out: Path = typer.Option(..., "--out", help="the drafted dataset to write (point data.train at it)"),
+               url: str = typer.Option(..., "--url", help="the endpoint's base URL, e.g. http://127.0.0.1:8080/v1"),
+               model: str = typer.Option(..., "--model", help="the model name the endpoint serves"),
+               api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key"),
+               price_input_per_m: float = typer.Option(0.0, help="USD per million input tokens"),
+               price_output_per_m: float = typer.Option(0.0, help="USD per million output tokens"),
+               max_tokens: int = typer.Option(512, help="most tokens per drafted output"),
+               temperature: float = typer.Option(0.0, help="sampling temperature"),
+               max_retries: int = typer.Option(4, help="retries of a failed call, with backoff")) -> None:
+    """Draft the outputs of a file of inputs with an OpenAI-compatible model, to review with `harness data review`.
+
+    Every call is cached beside the output (`OUT.draft-cache/`): a draft the endpoint stopped resumes where it
+    stopped when run again, paying only for what is not drafted yet."""
+    from pydantic import ValidationError
+
+    from harness.config.endpoint import EndpointSpec
+    from harness.review.draft import draft
+
+    try:
+        spec = EndpointSpec(url=url, model=model, api_key_env=api_key_env, price_input_per_m=price_input_per_m,
+                            price_output_per_m=price_output_per_m, max_tokens=max_tokens, temperature=temperature,
+                            max_retries=max_retries)
+    except ValidationError as e:
+        problems = "; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}"
+                             for err in e.errors())
+        raise HarnessError(f"bad endpoint: {problems}") from None
+    result = draft(inputs, out, spec)
+    console.print(f"[green]drafted[/green] {result.pairs} pairs with {result.model} into {result.out} "
+                  f"({result.cached} from the cache; ${result.cost_usd:.4f} at the given prices, "
+                  f"${result.paid_usd:.4f} paid this run)", highlight=False, soft_wrap=True)
+    console.print(f"review them: point data.train at {result.out}, then `harness data review NAME`",
+                  highlight=False, soft_wrap=True)
 
 
 def _preflight(spec, study) -> None:
@@ -506,17 +641,30 @@ def _score_columns(arm_metrics: list[dict], headline: str, most: int = 4) -> lis
     return head + rest[: most - len(head)]
 
 
+def _cell(value: float | None, fraction: bool = False) -> str:
+    """One figure of the end-of-run table; "–" where the arm has none (an endpoint reports no tokens/s)."""
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%" if fraction else f"{value:.1f}"
+
+
 def _print_verdict(study_dir: Path, headline: str) -> None:
     from harness.labels import labeller
     from harness.results import RESULT_FILE, Outcome, TrialResult, trial_dir_name
 
+    from harness.evaluation.metrics import score_spec
+    from harness.stages.registry import CORE_BLOCKS, all_stages
+
     failures: list[str] = []
     results = [r for r in (TrialResult.read(d) for d in sorted(study_dir.glob("trial-*"))) if r is not None]
-    arms = {r.number: {arm: m for arm, m in r.metrics.items() if isinstance(m, dict) and "n" in m}
-            for r in results if r.status == Outcome.COMPLETE}  # cost, teacher and dpo blocks are not arms
+    blocks = {*CORE_BLOCKS, *(b for stage in all_stages() for b in stage.blocks)}  # cost, teacher, forgetting…
+    arms = {r.number: {arm: m for arm, m in r.metrics.items() if isinstance(m, dict) and "n" in m
+                       and arm not in blocks} for r in results if r.status == Outcome.COMPLETE}
     every = [m for by_arm in arms.values() for m in by_arm.values()]
     columns = _score_columns(every, headline)
-    fractions = {c for c in columns if all(0 <= m.get(c, 0) <= 1 for m in every)}
+    # A percentage only for a score declared in [0, 1]: a KL of 0.175 nats is not 17.5%.
+    fractions = {c for c in columns if (score_spec(c).low, score_spec(c).high) == (0, 1)
+                 and all(0 <= (m.get(c) or 0) <= 1 for m in every)}
     table = Table(title="every arm on the frozen held-out split")
     # 80 columns (a Slurm log): a metric's name over two lines (`field` / `accuracy`), never cut to `fi…`;
     # the params label wraps rather than losing the value that tells two rows apart.
@@ -536,9 +684,8 @@ def _print_verdict(study_dir: Path, headline: str) -> None:
                             f"(why in full: {study_dir / trial_dir_name(result.number) / RESULT_FILE})")
             continue
         for arm, m in arms[result.number].items():
-            cells = ["–" if c not in m else f"{100 * m[c]:.1f}%" if c in fractions else f"{m[c]:.1f}" for c in columns]
-            table.add_row(str(result.number), label(result.params), arm, *cells,
-                          f"{m.get('tokens_per_s', float('nan')):.1f}")
+            cells = [_cell(m.get(c), c in fractions) for c in columns]
+            table.add_row(str(result.number), label(result.params), arm, *cells, _cell(m.get("tokens_per_s")))
     console.print(table)
     for line in failures:
         console.print(line, highlight=False, soft_wrap=True)

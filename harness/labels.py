@@ -30,11 +30,12 @@ def _name(key: str, keys: list[str]) -> str:
     return SHORT.get(last, last)
 
 
-def _value(value: Any) -> str:
+def value_text(value: Any) -> str:
+    """A parameter's value as a label shows it: floats short (`0.001`), lists comma-joined."""
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
-        return ",".join(_value(v) for v in value)
+        return ",".join(value_text(v) for v in value)
     return str(value)
 
 
@@ -48,7 +49,7 @@ def compact(params: dict[str, Any] | None, keys: list[str] | None = None, width:
         if isinstance(value, bool):
             parts.append(name if value else f"no-{name}")
         else:
-            parts.append(f"{name}={_value(value)}")
+            parts.append(f"{name}={value_text(value)}")
     text = " ".join(parts) or "–"
     return text if width is None or len(text) <= width else text[: width - 1] + "…"
 

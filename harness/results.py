@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 RESULT_FILE = "result.json"
 
@@ -116,6 +116,16 @@ def read_json(path: Path) -> Any:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def cached_rows(path: Path, compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The rows stored at `path`, or `compute()`'s, written there first (an untuned arm's evaluation, shared by
+    every trial of a study that would produce the same rows)."""
+    if Path(path).exists():
+        return read_jsonl(path)
+    rows = compute()
+    write_jsonl(path, rows)
+    return rows
 
 
 @dataclass

@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 from harness.models import PROVISION_FORMAT
+from tests.support.ci import SHARED
+
+# Fixtures from tests/support: one real OpenAI-compatible server per session (`llama`, `llama_session`),
+# and those that a test module's unit and end-to-end halves share.
+pytest_plugins = ["tests.support.llama_server", "tests.support.clone", "tests.support.analysis_contrasts",
+                  "tests.support.analysis_report"]
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -16,20 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 # The developers' checkout has the benchmark subsets beside it; a user's clone installs them (README).
 if (SHARED / "data" / "benchmarks").is_dir():
     os.environ.setdefault("HARNESS_BENCHMARKS", str(SHARED / "data" / "benchmarks"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip a test in a user's clone; fail it in CI, where a missing dependency is a defect."""
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"required in CI: {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -53,17 +48,53 @@ def results_dir(tmp_path) -> Path:
     return tmp_path / "results"
 
 
-# Fixtures of one real OpenAI-compatible server per session (imported last: it uses `require`).
-from llama_server import llama, llama_session  # noqa: E402,F401
+@pytest.fixture(scope="session")
+def smoke_runs(request, harness_home, tmp_path_factory):
+    """`smoke_runs(name)`: the smoke run and report of a registered experiment, run once per session and
+    shared by every test that reads it (endpoints pointed at the session's llama.cpp server)."""
+    from tests.support.ci import require
+    from tests.support.smoke import needs_endpoint, run_smoke, unmet
+
+    runs: dict = {}
+
+    def get(name: str):
+        if name not in runs:
+            missing = unmet(name)
+            require(missing is None, missing or "")
+            url = model = None
+            if needs_endpoint(name):
+                server = request.getfixturevalue("llama_session").ensure_running()
+                url, model = server.url, server.model
+            runs[name] = run_smoke(name, tmp_path_factory.mktemp(f"smoke-{name}"), harness_home, url, model)
+        return runs[name]
+
+    return get
+
+
+TESTS = Path(__file__).resolve().parent
+# The folder says what a test is: end-to-end tests are the slow CI step, GPU tests need CUDA.
+FOLDER_MARKERS = {"unit": None, "e2e": "slow", "gpu": "gpu"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU tests run where CUDA is (`pytest -m gpu` on a GPU box); elsewhere they say why they did not."""
+    """Mark each test by its folder (tests/e2e: slow, tests/gpu: gpu), refuse a marker its folder contradicts,
+    and skip GPU tests, saying why, where there is no CUDA (`pytest -m gpu` on a GPU box runs them)."""
     import torch
 
+    for item in items:
+        folder = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        if folder not in FOLDER_MARKERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in tests/unit, tests/e2e or tests/gpu")
+        marker = FOLDER_MARKERS[folder]
+        for other in {"slow", "gpu"} - {marker}:
+            if item.get_closest_marker(other):
+                raise pytest.UsageError(f"{item.nodeid} is marked {other} but lives in tests/{folder}: move it "
+                                        f"to tests/{'e2e' if other == 'slow' else 'gpu'} (the folder marks it)")
+        if marker:
+            item.add_marker(marker)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA: run `pytest -m gpu` on a GPU machine (see README)")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):
             item.add_marker(skip)

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from harness.backends.memory_plan import CheckpointPlan
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+SFT_TRAINER = "SFTTrainer"  # the TRL trainer of `fit_sft`, the one SFT path (the sft stage declares it)
+# The adapter TRL's DPO and GRPO trainers copy a PEFT policy into, as their frozen reference (see
+# `DPOTrainer.__init__`): a continuing stage drops it once trained.
+REF_ADAPTER = "ref"
 
 
 class NonFiniteLoss(HarnessError):
@@ -129,7 +133,7 @@ class TrainingBackend(ABC):
                       completion_only_loss=spec.completion_only_loss, packing=packing == "bfd",
                       dataset_num_proc=None,
                       include_num_input_tokens_seen="non_padding" if count_tokens else "no", **batching)
-        return self.fit("SFTTrainer", model, tokenizer, dataset, spec, out_dir, seed=spec.seed, config=config,
+        return self.fit(SFT_TRAINER, model, tokenizer, dataset, spec, out_dir, seed=spec.seed, config=config,
                         checkpointing=spec.gradient_checkpointing, tokens_per_step=spec.batch_size * spec.max_length,
                         collator=collator, on_log=on_log, on_step=on_step, on_tokens=on_tokens,
                         settings={"packing": packing})

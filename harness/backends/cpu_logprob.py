@@ -1,4 +1,4 @@
-"""TRL's fused LM-head log-probabilities where Triton is absent (CPU machines).
+"""TRL's fused LM-head log-probabilities (and distillation divergence) where Triton is absent (CPU machines).
 
 TRL (>= 1.14) computes the SFT and DPO losses through a chunked Triton kernel. On a CPU-only torch
 there is no Triton, and TRL's forward would fail. This module installs an autograd function with the
@@ -95,10 +95,54 @@ def _entropy(logp: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _logits(hidden, weight, bias, scale: float, softcap: float | None, temperature: float) -> torch.Tensor:
+    """The logits TRL's divergence kernel forms on its tiles: scaled, soft-capped, then over the temperature."""
+    logits = F.linear(hidden, weight, bias).float() * scale
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    return logits / temperature
+
+
+class TorchDivergence:
+    """Drop-in for `trl.kernels.chunked_divergence.ChunkedDivergenceFunction` (same `apply` signature and
+    outputs: per-token divergence and student entropy) where Triton is absent.
+
+    The divergence is TRL's own generalised JSD (`GKDTrainer.generalized_jsd_loss`, the same mixture
+    `(1 - beta) p_student + beta p_teacher` the kernel uses), on full logits with plain autograd; the gradient
+    reaches the student only, as the kernel's does."""
+
+    @staticmethod
+    def apply(student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias,
+              beta: float, temperature: float = 1.0, student_logit_scale: float = 1.0,
+              student_final_logit_softcapping: float | None = None, teacher_logit_scale: float = 1.0,
+              teacher_final_logit_softcapping: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        from trl.experimental.gkd.gkd_trainer import GKDTrainer
+
+        with torch.no_grad():
+            teacher = _logits(teacher_hidden, teacher_weight, teacher_bias, teacher_logit_scale,
+                              teacher_final_logit_softcapping, temperature)
+        student = _logits(student_hidden, student_weight, student_bias, student_logit_scale,
+                          student_final_logit_softcapping, temperature)
+        divergence = GKDTrainer.generalized_jsd_loss(student, teacher, beta=beta, reduction="none").sum(-1)
+        with torch.no_grad():
+            entropy = _entropy(torch.log_softmax(student, dim=-1))
+        return divergence, entropy
+
+
 def install() -> bool:
-    """Use `TorchLogProb` in TRL when its Triton kernel is unavailable; True if installed."""
+    """Use `TorchLogProb` (and `TorchDivergence`) in TRL when its Triton kernels are unavailable; True if
+    installed."""
     if importlib.util.find_spec("triton") is not None:
         return False
+    import sys
+    import types
+
+    # TRL imports its divergence kernel inside the distillation loss; its module needs Triton to import at all.
+    name = "trl.kernels.chunked_divergence"
+    if name not in sys.modules:
+        stand_in = types.ModuleType(name)
+        stand_in.ChunkedDivergenceFunction = TorchDivergence
+        sys.modules[name] = stand_in
     import trl.trainer.utils as trl_utils
 
     if getattr(trl_utils, "_ChunkedLogProbFunction", None) is None:

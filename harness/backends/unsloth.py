@@ -1,6 +1,6 @@
 """The CUDA backend: Unsloth's patched Llama-family models, fused LoRA kernels and checkpointing.
 
-Chosen by `harness.backends.select_backend` when CUDA and unsloth are present. It differs from the HF
+Chosen by `auto` (`harness.backends.select_backend`) when CUDA and unsloth are present. It differs from the HF
 backend only where Unsloth does: loading (`FastLanguageModel.from_pretrained`, QLoRA included),
 attaching adapters (`FastLanguageModel.get_peft_model`, its offloaded gradient checkpointing),
 and generation mode. Training is the same TRL SFTTrainer run (`TrainingBackend.fit_sft`), which
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
 from harness.backends.base import ATTENTION_MODULES, TrainingBackend, _check_rank
+from harness.backends.registry import register_backend
 
 if TYPE_CHECKING:
     from harness.backends.memory_plan import CheckpointPlan
@@ -101,3 +102,21 @@ class UnslothBackend(TrainingBackend):
             yield
         finally:
             self.fast.for_training(model)
+
+
+def _unavailable() -> str | None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "train.backend: unsloth needs CUDA and this machine has none; use backend: auto (HF path) or hf"
+    if importlib.util.find_spec("unsloth") is None:
+        return "train.backend: unsloth is not installed; pip install 'harness[cuda]' or use backend: auto"
+    return None
+
+
+register_backend("unsloth", "Unsloth's patched models, fused LoRA kernels and offloaded checkpointing (CUDA)",
+                 # the raw loop's Unsloth modes checkpoint as the backend does, whatever was asked
+                 UnslothBackend, reference_mode=lambda mode, checkpointing: f"unsloth_{mode}",
+                 unavailable=_unavailable, auto_rank=20)

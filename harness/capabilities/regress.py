@@ -9,12 +9,18 @@ and each task is judged on lm-eval's per-item accuracy (`acc`), by `harness.capa
   Holm-adjusted across the tasks of the run, so the chance of any false alarm in one `regress`
   call stays at most alpha however many tasks it checks.
 
-A task is a REGRESSION when difference < -tolerance AND Holm-adjusted p < alpha. The direction
-comes from the first condition, so the test amounts to a one-sided test at alpha/2: conservative on
-purpose, since this is what breaks a researcher's CI. `correction="none"` judges raw p instead.
+Each task gets one of three outcomes (`harness.stats.equivalence.decide`; a fourth, *improved*, for a
+significant gain):
 
-`regress_command` is the CLI's body: it prints the table and returns the exit code (0 no
-regression, 1 regression, 2 bad input).
+* *regressed*: Holm-adjusted p < alpha, the CI below 0 and reaching past -tolerance;
+* *equivalent*: the whole 95% CI lies inside ±tolerance, so a loss of the tolerance's size is ruled out;
+* *inconclusive*: neither. "No significant drop" is not "no drop": the CI still allows a loss larger than
+  the tolerance, and the report says how many items, at the data's own paired variance, would decide.
+
+`correction="none"` judges raw p instead of Holm's.
+
+`regress_command` is the CLI's body: it prints the table and returns the exit code: 0 when every task is
+equivalent (or improved), 1 when one regressed, 3 when none regressed but one is inconclusive, 2 bad input.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from harness.capabilities.stats import TEST_DESCRIPTION, TaskComparison, compare
 from harness.capabilities.tasks import resolve_tasks
 from harness.errors import HarnessError
 from harness.results import write_json
+from harness.stats.equivalence import EQUIVALENT, EXIT_CODES, IMPROVED, INCONCLUSIVE, REGRESSED
 
 
 @dataclass
@@ -47,12 +54,27 @@ class RegressionReport:
         return [c for c in self.comparisons if c.regression]
 
     @property
+    def inconclusive(self) -> list[TaskComparison]:
+        return [c for c in self.comparisons if c.outcome == INCONCLUSIVE]
+
+    @property
+    def outcome(self) -> str:
+        """Regressed if any task did, else inconclusive if any task is, else equivalent (improved if all are)."""
+        if self.regressions:
+            return REGRESSED
+        if self.inconclusive or not self.comparisons:
+            return INCONCLUSIVE
+        return IMPROVED if all(c.outcome == IMPROVED for c in self.comparisons) else EQUIVALENT
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressions else 0
+        return EXIT_CODES[self.outcome]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["outcome"] = self.outcome
         out["regressed_tasks"] = [c.task for c in self.regressions]
+        out["inconclusive_tasks"] = [c.task for c in self.inconclusive]
         out["exit_code"] = self.exit_code
         return out
 
@@ -63,17 +85,19 @@ class RegressionReport:
 
 def regress(baseline_ref: str, candidate_ref: str, tasks: list[str], *, tolerance: float = 0.02,
             alpha: float = 0.05, limit: int | None = None, out_dir: Path | None = None, batch_size: int = 8,
-            device: str | None = None, correction: Literal["holm", "none"] = "holm") -> RegressionReport:
+            device: str | None = None, correction: Literal["holm", "none"] = "holm",
+            where: str = "tolerance") -> RegressionReport:
     """Evaluate baseline and candidate on `tasks` and judge each task (see the module docstring).
 
     References are anything `harness.capabilities.refs.parse_model_ref` takes (a base-model name,
     `random:<arch>`, a model directory, a trial directory). All input is checked before a model
     loads; two references on the same base share one loaded model (the adapter goes on and off).
     With `out_dir`: `baseline/lm_eval/…`, `candidate/lm_eval/…` (per-item rows) and `regress.json`.
+    `where` names the tolerance (a spec field or an option) in its error.
     """
     if limit is not None and limit < 1:
         raise HarnessError(f"limit must be a positive number of items, got {limit}")
-    judge([], tolerance=tolerance, alpha=alpha, correction=correction)  # validate before the slow part
+    judge([], tolerance=tolerance, alpha=alpha, correction=correction, where=where)  # checked before the slow part
     resolve_tasks(tasks)
     base_ref, cand_ref = parse_model_ref(baseline_ref), parse_model_ref(candidate_ref)
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -107,15 +131,22 @@ def render_table(report: RegressionReport):
     for col, justify in (("task", "left"), ("n", "right"), ("baseline acc", "right"), ("candidate acc", "right"),
                          ("Δ points", "right"), ("95% CI", "right"), ("lost / gained", "right"),
                          ("McNemar p", "right"), ("adj. p" if report.correction == "holm" else "p used", "right"),
-                         ("verdict", "left")):
+                         ("verdict", "left"), ("items to decide", "right")):
         table.add_column(col, justify=justify)
     for c in report.comparisons:
-        style = "bold red" if c.regression else None
+        style = "bold red" if c.regression else "yellow" if c.outcome == INCONCLUSIVE else None
         table.add_row(c.task, str(c.n), pct(c.baseline_acc), pct(c.candidate_acc), pp(c.diff),
                       f"[{pp(c.ci_low)}, {pp(c.ci_high)}]", f"{c.baseline_only} / {c.candidate_only}",
                       f"{c.p_value:.3g}", f"{c.p_adjusted:.3g}" if c.p_adjusted is not None else "–", c.verdict,
-                      style=style)
+                      _items_to_decide(c), style=style)
     return table
+
+
+def _items_to_decide(c: TaskComparison) -> str:
+    """The items the tolerance would need at this variance, where this run is inconclusive; else a dash."""
+    if c.outcome != INCONCLUSIVE:
+        return "–"
+    return f"~{c.items_needed:,}" if c.items_needed else "?"
 
 
 def _trial_line(role: str, ref: str) -> str | None:
@@ -134,15 +165,17 @@ def regress_command(baseline: str, candidate: str, tasks: str, tolerance: float 
                     batch_size: int = 8, correction: str = "holm") -> int:
     """The `harness regress` command: run `regress`, print the table, return the exit code.
 
-    `tasks` is a comma-separated list. Exit code 0: no regression; 1: at least one task regressed;
-    2: bad input (unknown task, model or trial; the error is printed). `out=None` writes nothing.
+    `tasks` is a comma-separated list. Exit code 0: every task equivalent within ±tolerance (or improved);
+    1: at least one task regressed; 3: none regressed but at least one is inconclusive (the items that would
+    decide are printed); 2: bad input (unknown task, model or trial, a bad tolerance; the error is printed).
+    `out=None` writes nothing.
     """
     from harness.progress import console
 
     try:
         names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
         report = regress(baseline, candidate, names, tolerance=tolerance, alpha=alpha, limit=limit, out_dir=out,
-                         batch_size=batch_size, correction=correction)  # type: ignore[arg-type]
+                         batch_size=batch_size, correction=correction, where="--tolerance")  # type: ignore[arg-type]
     except HarnessError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
         return 2
@@ -151,10 +184,23 @@ def regress_command(baseline: str, candidate: str, tasks: str, tolerance: float 
         line = _trial_line(role, ref)
         if line:
             console.print(line, highlight=False)
-    if report.regressions:
-        console.print(f"[bold red]regression[/bold red] on {', '.join(c.task for c in report.regressions)}")
-    else:
-        console.print("[green]no regression[/green]")
+    for line in outcome_lines(report):
+        console.print(line, highlight=False)
     if out is not None:
         console.print(f"wrote {Path(out) / 'regress.json'}")
     return report.exit_code
+
+
+def outcome_lines(report: RegressionReport) -> list[str]:
+    """The verdict in words: which tasks regressed, which are inconclusive and what would decide them."""
+    tol = f"±{100 * report.tolerance:g} points"
+    if report.regressions:
+        lines = [f"[bold red]regressed[/bold red] on {', '.join(c.task for c in report.regressions)} (exit 1)"]
+    elif report.inconclusive:
+        lines = [f"[yellow]inconclusive[/yellow]: no significant drop, but not shown equivalent within {tol} "
+                 "either; this is not a pass (exit 3)"]
+    else:
+        lines = [f"[green]equivalent within {tol}[/green] on every task (exit 0)"]
+    for c in report.inconclusive:
+        lines.append(f"  {c.task}: {c.reason}")
+    return lines

@@ -4,13 +4,15 @@ Rows pair by doc_id: both models must have answered the same items, and where bo
 lm-eval's `doc_hash`, the same item under each doc_id (`pair_rows`). Per task (`compare_task`):
 the accuracy difference candidate - baseline, its 95% CI (paired bootstrap over items, kept within
 the range a difference of lm-eval accuracies can take: `ACC_DIFF_BOUNDS`) and the two-sided exact
-McNemar p; across the tasks of one run, Holm-adjusted p and the verdict (`judge`, `verdict`). The
-regression gate's rules are in `harness.capabilities.regress`. `analysis.capabilities` pairs the
-same rows with `pair_rows` and takes them on through its own statistics (seeds pooled).
+McNemar p; across the tasks of one run, Holm-adjusted p and the three-valued outcome (`judge`:
+`harness.stats.equivalence.decide`). The regression gate's rules are in `harness.capabilities.regress`.
+`analysis.capabilities` pairs the same rows with `pair_rows` and takes them on through its own statistics
+(seeds pooled).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Literal
 
@@ -18,11 +20,15 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.evaluation.metrics.external import LM_EVAL_ACC
+from harness.stats.equivalence import EQUIVALENT, IMPROVED, INCONCLUSIVE, REGRESSED, check_tolerance, decide
 from harness.stats.paired import DEFAULT_RESAMPLES, holm, mcnemar_exact, paired_bootstrap_ci
 
-TEST_DESCRIPTION = ("two-sided exact McNemar test on paired items, Holm-adjusted across tasks; regression = "
-                    "candidate - baseline < -tolerance and adjusted p < alpha")
+TEST_DESCRIPTION = ("two-sided exact McNemar test on paired items, Holm-adjusted across tasks; regressed = adjusted "
+                    "p < alpha with the 95% CI below 0 and past -tolerance; equivalent = the 95% CI inside "
+                    "±tolerance; inconclusive = neither")
 REGRESSION = "REGRESSION"
+# The word a table prints for each outcome (`TaskComparison.verdict`).
+VERDICTS = {REGRESSED: REGRESSION, EQUIVALENT: "equivalent", IMPROVED: "improved", INCONCLUSIVE: "inconclusive"}
 # What a paired difference of lm-eval accuracies (0/1 per item) can take: the CI is kept within it.
 ACC_DIFF_BOUNDS = LM_EVAL_ACC.range_of((1.0, -1.0))
 
@@ -108,8 +114,13 @@ class TaskComparison:
     p_adjusted: float | None = None  # Holm across the tasks of the run
     baseline_acc_norm: float | None = None
     candidate_acc_norm: float | None = None
+    se: float = float("nan")  # SE of the mean difference (per-item SD / √n): what `items_needed` scales from
     regression: bool = False
-    verdict: str = ""
+    verdict: str = ""  # VERDICTS[outcome]
+    outcome: str = ""  # harness.stats.equivalence: regressed | equivalent | improved | inconclusive
+    tolerance: float | None = None
+    items_needed: int | None = None  # items at this variance for a CI inside ±tolerance
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,7 +141,7 @@ def compare_task(pair: PairedRows, *, confidence: float = 0.95, n_resamples: int
         task=pair.task, n=len(pair.doc_ids), baseline_acc=float(a.mean()), candidate_acc=float(b.mean()),
         diff=float(diffs.mean()), ci_low=low, ci_high=high,
         baseline_only=int(np.sum((a == 1) & (b == 0))), candidate_only=int(np.sum((a == 0) & (b == 1))),
-        p_value=mcnemar_exact(a, b),
+        p_value=mcnemar_exact(a, b), se=float(diffs.std(ddof=1) / np.sqrt(diffs.size)) if diffs.size > 1 else math.nan,
         baseline_acc_norm=_mean(pair.baseline_norm), candidate_acc_norm=_mean(pair.candidate_norm))
 
 
@@ -147,31 +158,25 @@ def compare_results(baseline, candidate, *, tasks: list[str] | None = None) -> l
     return out
 
 
-def verdict(diff: float, p: float, *, tolerance: float, alpha: float) -> str:
-    """The regression gate's word on one task: REGRESSION when the drop passes `tolerance` and p < alpha."""
-    drop, significant = diff < -tolerance, p < alpha
-    if drop and significant:
-        return REGRESSION
-    if drop:
-        return "ok: drop not significant"
-    if diff < 0 and significant:
-        return "ok: drop within tolerance"
-    return "ok"
-
-
 def judge(comparisons: list[TaskComparison], *, tolerance: float, alpha: float,
-          correction: Literal["holm", "none"] = "holm") -> list[TaskComparison]:
-    """Set p_adjusted (Holm across `comparisons`, or raw p), regression and verdict on each, in place; returns them."""
+          correction: Literal["holm", "none"] = "holm", where: str = "tolerance") -> list[TaskComparison]:
+    """Set p_adjusted (Holm across `comparisons`, or raw p) and the outcome of each, in place; returns them.
+
+    Each task is decided by `harness.stats.equivalence.decide` on its 95% CI and adjusted p. Holm guards the
+    regression calls; equivalence needs no adjustment to hold for every task at once (an intersection-union
+    test: all must pass). `where` names the tolerance's field or option in an error.
+    """
     if not 0 < alpha < 1:
         raise HarnessError(f"alpha must be in (0, 1), got {alpha}")
-    if not 0 <= tolerance < 1:
-        raise HarnessError(f"tolerance must be in [0, 1) (an accuracy difference), got {tolerance}")
+    tolerance = check_tolerance(tolerance, upper=1, where=where)  # an accuracy difference: below 1
     if correction not in ("holm", "none"):
         raise HarnessError(f"correction must be 'holm' or 'none', got {correction!r}")
     pvals = np.array([c.p_value for c in comparisons], dtype=float)
     adjusted = holm(pvals) if correction == "holm" else pvals
     for c, p in zip(comparisons, adjusted):
         c.p_adjusted = float(p)
-        c.verdict = verdict(c.diff, c.p_adjusted, tolerance=tolerance, alpha=alpha)
-        c.regression = c.verdict == REGRESSION
+        d = decide(c.diff, c.ci_low, c.ci_high, c.p_adjusted, tolerance=tolerance, alpha=alpha, se=c.se, n=c.n)
+        c.outcome, c.tolerance, c.items_needed, c.reason = d.outcome, d.tolerance, d.items_needed, d.reason
+        c.verdict = VERDICTS[d.outcome]
+        c.regression = d.outcome == REGRESSED
     return comparisons

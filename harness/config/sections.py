@@ -1,7 +1,7 @@
 """The experiment's core YAML sections as pydantic models: pure data, no implementation imported.
 
 Sections that belong to one stage (`dpo:`, `quantize:`, ...) live in that stage's file
-(`harness/spec/stages/`); `harness.spec` assembles the whole spec from these and the declared stages.
+(`harness/stages/`); `harness.spec` assembles the whole spec from these and the declared stages.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ class TrainSpec(OptimArgs):
         "auto", description="padding_free: batches flattened without pad tokens (same examples per step); "
                             "bfd: TRL's best-fit packing; none: padded batches; auto: padding_free where the "
                             "attention kernel takes packed sequences natively (flash-attention, Unsloth), else none")
-    backend: Literal["auto", "hf", "unsloth"] = Field(
+    # A registered backend's name: the spec checks it against the registry (config sits below backends).
+    backend: str = Field(
         "auto", description="auto: Unsloth when CUDA and unsloth are present, else HF (+ Liger on CUDA)")
 
 
@@ -198,6 +199,9 @@ class ReportSpec(_Strict):
     reference: dict[str, Any] = Field(
         default_factory=dict, description="per grid factor, the level every other level is contrasted with "
                                           "(default: the grid's first), e.g. {lora.r: 16}")
+    tolerance: float | None = Field(
+        None, gt=0, lt=1, description="equivalence margin as a share of each metric's declared range (default "
+                                      "0.02): a CI inside ±it reads 'equivalent', one reaching past it 'inconclusive'")
 
     @field_validator("reference", mode="before")
     @classmethod

@@ -251,12 +251,15 @@ def _answer(row: _Row, field: str) -> str:
     return _text(row.values, field)
 
 
+def _alpaca_prompt(values: dict[str, Any]) -> list[dict[str, str]]:
+    instruction = _text(values, "instruction")
+    extra = _text(values, "input", required=False)
+    return [{"role": "user", "content": instruction + (f"\n\n{extra}" if extra.strip() else "")}]
+
+
 def _alpaca(row: _Row) -> tuple[list[dict[str, str]], str, str | None]:
-    instruction = _text(row.values, "instruction")
-    extra = _text(row.values, "input", required=False)
-    output = _text(row.values, "output")
-    user = instruction + (f"\n\n{extra}" if extra.strip() else "")
-    return [{"role": "user", "content": user}], output, None
+    prompt = _alpaca_prompt(row.values)
+    return prompt, _text(row.values, "output"), None
 
 
 def _chat(row: _Row) -> tuple[list[dict[str, str]], str, str | None]:
@@ -416,6 +419,74 @@ def load_examples(path: Path, format: str = "auto", system_prompt: str | None = 
         examples.append(example)
     problems.raise_any()
     return examples
+
+
+# ---------------------------------------------------------------- inputs without outputs
+
+
+@dataclass(frozen=True)
+class Input:
+    """One prompt awaiting an output (`harness data draft`): its id, messages, cluster and file:line."""
+
+    id: str
+    prompt: list[dict[str, str]]
+    cluster: str | None
+    origin: str
+
+
+_OUTPUT_FIELDS = ("output", "reference", "chosen", "rejected")
+
+
+def _input_prompt(row: _Row) -> list[dict[str, str]]:
+    values = row.values or {}
+    keys = {key for key, value in values.items() if value is not None}  # an empty cell is an empty input
+    if "prompt" in keys:
+        return _prompt(row)
+    if "messages" in keys:
+        messages = _messages(_structured(row, "messages"), "messages")
+        if messages[-1]["role"] == "assistant":
+            raise _RowError(f"messages[{len(messages) - 1}].role", "already ends with the assistant's answer; "
+                            "drafting is for inputs without outputs")
+        return messages
+    if "instruction" in keys:
+        return _alpaca_prompt(values)
+    fields = ", ".join(sorted(_present(values))) or "none"
+    raise _RowError(None, f"no input in the fields ({fields}): expected prompt (text or messages), "
+                          "instruction (+ input) or messages")
+
+
+def load_inputs(path: Path) -> list[Input]:
+    """Read a file of prompts without outputs (JSONL, CSV, parquet, ...), or raise a `DataError` naming the first
+    bad row and field. A row has `prompt` (text or messages), `instruction` (+ `input`), or `messages` ending
+    in a user turn; optional `id` and `cluster`. A row that already has an output is refused."""
+    path = Path(path)
+    rows = _read_rows(path)
+    if not rows:
+        raise DataError("empty file: no inputs", where=path)
+    problems = _Problems(path)
+    inputs: list[Input] = []
+    first_line_of: dict[str, int] = {}
+    for row in rows:
+        if row.problem is not None:
+            problems.add(row.line, None, row.problem)
+            continue
+        try:
+            done = sorted(_present(row.values or {}) & set(_OUTPUT_FIELDS))
+            if done:
+                raise _RowError(done[0], "this row already has an output; drafting is for inputs without one")
+            prompt = _input_prompt(row)
+            pair_id = _label(row.values or {}, "id") or f"{path.stem}-{row.line}"
+            cluster = _label(row.values or {}, "cluster")
+        except _RowError as e:
+            problems.add(row.line, e.field, e.problem)
+            continue
+        if pair_id in first_line_of:
+            problems.add(row.line, "id", f"duplicate '{pair_id}' (first on line {first_line_of[pair_id]})")
+            continue
+        first_line_of[pair_id] = row.line
+        inputs.append(Input(pair_id, prompt, cluster, f"{path}:{row.line}"))
+    problems.raise_any()
+    return inputs
 
 
 # ---------------------------------------------------------------- summaries

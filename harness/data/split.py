@@ -227,6 +227,49 @@ def ensure_frozen(heldout: list[Example], heldout_path: Path) -> FrozenSplit:
 # ---------------------------------------------------------------- leakage
 
 
+def _keys(ex: Example) -> list[tuple[str, str]]:
+    """What two items are compared by: the normalised prompt (when not empty) and prompt+reference."""
+    prompt = normalise(visible_prompt(ex))
+    whole = ("whole", normalise(f"{visible_prompt(ex)}\n{ex.reference}"))
+    return [("prompt", prompt), whole] if prompt else [whole]
+
+
+def _by_key(examples: list[Example]) -> dict[tuple[str, str], list[Example]]:
+    out: dict[tuple[str, str], list[Example]] = {}
+    for ex in examples:
+        for key in _keys(ex):
+            out.setdefault(key, []).append(ex)
+    return out
+
+
+def _matches(ex: Example, by_key: dict[tuple[str, str], list[Example]]) -> list[Example]:
+    found = [t for key in _keys(ex) for t in by_key.get(key, [])]
+    return list({id(t): t for t in found}.values())  # one item can match both ways
+
+
+def duplicates(examples: list[Example]) -> list[list[Example]]:
+    """Groups of items the leak guard would call the same (normalised prompt, or prompt+reference), in file
+    order: within one split they are not a leak, but each is trained on twice."""
+    by_key = _by_key(examples)
+    order = {id(e): i for i, e in enumerate(examples)}
+    seen: set[int] = set()
+    groups = []
+    for ex in examples:
+        if id(ex) in seen:
+            continue
+        group, todo = [], [ex]
+        while todo:  # a matches b by prompt, b matches c by prompt+reference: one group
+            item = todo.pop()
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            group.append(item)
+            todo.extend(t for t in _matches(item, by_key) if id(t) not in seen)
+        if len(group) > 1:
+            groups.append(sorted(group, key=lambda e: order[id(e)]))
+    return groups
+
+
 def check_leakage(train: list[Example], heldout: list[Example], where: str | Path | None) -> None:
     """Refuse training data that contains a held-out item.
 
@@ -234,20 +277,10 @@ def check_leakage(train: list[Example], heldout: list[Example], where: str | Pat
     normalised prompt+reference is a training item's. The second catches items whose visible prompt
     is empty (everything in the system message), where prompts alone would match everything.
     """
-    by_prompt: dict[str, list[Example]] = {}
-    by_whole: dict[str, list[Example]] = {}
-    for ex in train:
-        prompt = normalise(visible_prompt(ex))
-        if prompt:
-            by_prompt.setdefault(prompt, []).append(ex)
-        by_whole.setdefault(normalise(f"{visible_prompt(ex)}\n{ex.reference}"), []).append(ex)
-
+    by_key = _by_key(train)
     leaks: list[str] = []
     for ex in heldout:
-        prompt = normalise(visible_prompt(ex))
-        found = (by_prompt.get(prompt, []) if prompt else []) + by_whole.get(
-            normalise(f"{visible_prompt(ex)}\n{ex.reference}"), [])
-        hits = list({id(t): t for t in found}.values())  # one training item can match both ways
+        hits = _matches(ex, by_key)
         if hits:
             shown = [f"{t.id} ({t.origin})" if t.origin else t.id for t in hits]
             leaks.append(f"  {ex.id} ({ex.origin or 'held-out'}) = training {_listing(shown, 3)}")

@@ -18,6 +18,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, TypeVar
 
@@ -47,6 +48,7 @@ class Completion:
     latency_s: float
     cost_usd: float
     cached: bool = False
+    created_at: str = ""  # when the call was made (UTC, ISO 8601); a cache hit keeps the original time
 
 
 class EndpointError(HarnessError):
@@ -84,6 +86,10 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def _snippet(text: str, limit: int = 200) -> str:
@@ -143,7 +149,7 @@ class Endpoint:
             # Cost is recomputed from the current prices: the tokens are the fact, prices can be corrected.
             return Completion(rec["text"], int(rec["input_tokens"]), int(rec["output_tokens"]),
                               float(rec["latency_s"]), self.cost(rec["input_tokens"], rec["output_tokens"]),
-                              cached=True)
+                              cached=True, created_at=rec.get("created_at") or _iso(path.stat().st_mtime))
         except (OSError, ValueError, KeyError, TypeError):
             return None  # unreadable record: call again and overwrite it
 
@@ -160,9 +166,10 @@ class Endpoint:
         if hit is not None:
             return hit
         text, usage, latency, response = self._post_with_retries(kind, payload)
-        done = Completion(text, usage[0], usage[1], latency, self.cost(*usage))
+        done = Completion(text, usage[0], usage[1], latency, self.cost(*usage), created_at=_iso(time.time()))
         if path is not None:
-            write_json(path, {"version": CACHE_VERSION, "url": self.base_url, "model": self.spec.model,
+            write_json(path, {"version": CACHE_VERSION, "created_at": done.created_at, "url": self.base_url,
+                              "model": self.spec.model,
                               "kind": kind, "request": payload, "text": text, "input_tokens": usage[0],
                               "output_tokens": usage[1], "latency_s": latency, "response": response})
         return done

@@ -167,93 +167,103 @@ def judge_trial(cfg, arms: dict[str, list[dict[str, Any]]], heldout, pairs: list
     `cfg` is a `JudgeSpec`; `arms` the trial's per-item rows; `heldout` the examples (for the prompts).
     """
     examples = {ex.id: ex for ex in heldout}
-    rubric, k = cfg.rubric, cfg.repeats
-    by_item = {arm: {r["item_id"]: r for r in rows} for arm, rows in arms.items()}
-    questions: list[_Question] = []
+    by_item = {arm: {r["item_id"]: r for r in rows if r["item_id"] in examples} for arm, rows in arms.items()}
+    asks = _ask_all(cfg, _questions(cfg, by_item, examples, pairs, graded), cache_dir)
+    block: dict[str, Any] = {"endpoint": {"url": cfg.endpoint.url, "model": cfg.endpoint.model}, "mode": cfg.mode,
+                             "repeats": cfg.repeats, "calls": len(asks),
+                             "cached_calls": sum(a.cached for a in asks.values()),
+                             "failed_calls": sum(a.error is not None for a in asks.values()),
+                             "unparsed_replies": sum(a.error is None and a.parsed is None for a in asks.values()),
+                             "cost_usd": sum(a.cost_usd for a in asks.values()), "pairwise": {}, "single": {}}
+    files: dict[str, list[dict[str, Any]]] = {}
+    for a, b in pairs:
+        block["pairwise"][f"{a}_vs_{b}"], files[f"{a}_vs_{b}"] = _pairwise(cfg, asks, by_item, a, b, exclude_metrics)
+    for arm in graded:
+        block["single"][arm], files[f"single_{arm}"] = _graded(cfg, asks, by_item[arm], arm, exclude_metrics)
+    return block, files
+
+
+def _questions(cfg, by_item: dict[str, dict[str, dict[str, Any]]], examples: dict[str, Any],
+               pairs: list[tuple[str, str]], graded: list[str]) -> list[_Question]:
+    """Every call the judge gets: each pair of answers in both orders, and each graded answer, `repeats` times."""
+    rubric, questions = cfg.rubric, []
     for a, b in pairs:
         for item, row_a in by_item[a].items():
             row_b = by_item[b].get(item)
-            if row_b is None or item not in examples:
+            if row_b is None:
                 continue
             base = {"prompt": _prompt_text(examples[item]), "reference": row_a["reference"], "rubric": rubric.text}
-            for r in range(k):
+            for r in range(cfg.repeats):
                 for order, (first, second) in (("ab", (row_a, row_b)), ("ba", (row_b, row_a))):
                     text = cfg.pairwise_prompt.format(**base, answer_a=first["prediction"],
                                                       answer_b=second["prediction"])
                     questions.append(_Question(("pair", a, b, item, order, r), [{"role": "user", "content": text}], r))
     for arm in graded:
         for item, row in by_item[arm].items():
-            if item not in examples:
-                continue
-            for r in range(k):
+            for r in range(cfg.repeats):
                 text = cfg.single_prompt.format(prompt=_prompt_text(examples[item]), reference=row["reference"],
                                                 rubric=rubric.text, answer=row["prediction"],
                                                 scale_min=rubric.scale.min, scale_max=rubric.scale.max)
                 questions.append(_Question(("single", arm, item, r), [{"role": "user", "content": text}], r))
-    asks = _ask_all(cfg, questions, cache_dir)
+    return questions
 
-    files: dict[str, list[dict[str, Any]]] = {}
-    block: dict[str, Any] = {"endpoint": {"url": cfg.endpoint.url, "model": cfg.endpoint.model}, "mode": cfg.mode,
-                             "repeats": k, "calls": len(asks),
-                             "cached_calls": sum(a.cached for a in asks.values()),
-                             "failed_calls": sum(a.error is not None for a in asks.values()),
-                             "unparsed_replies": sum(a.error is None and a.parsed is None for a in asks.values()),
-                             "cost_usd": sum(a.cost_usd for a in asks.values()), "pairwise": {}, "single": {}}
-    for a, b in pairs:
-        rows, verdicts, flips, repeats, deltas = [], [], [], [], []
-        for item, row_a in by_item[a].items():
-            if item not in by_item[b] or item not in examples:
-                continue
-            per_repeat = [pairwise_verdict(asks[("pair", a, b, item, "ab", r)], asks[("pair", a, b, item, "ba", r)])
-                          for r in range(k)]
-            item_asks = [asks[("pair", a, b, item, o, r)] for r in range(k) for o in ("ab", "ba")]
-            verdict, flip = per_repeat[0]
-            verdicts.append(verdict)
-            flips.append(flip)
-            repeats.append([v for v, _ in per_repeat])
-            deltas.append(_reference_deltas(row_a, by_item[b][item], exclude_metrics))
-            reason = None
-            if verdict is None:
-                first = item_asks[:2]
-                reason = "failed" if any(x.error for x in first) else "unparsed"
-            rows.append({"item_id": item, "a": a, "b": b, "cluster": row_a.get("cluster"), "verdict": verdict,
-                         "value": VERDICT_VALUE.get(verdict) if verdict else None, "position_flip": flip,
-                         "repeat_verdicts": [v for v, _ in per_repeat], "reason": reason,
-                         "asks": [x.to_json() for x in item_asks]})
-        summary = win_summary(verdicts, flips)
-        summary.update(a=a, b=b, unparsed=sum(r["reason"] == "unparsed" for r in rows),
-                       failed_calls=sum(r["reason"] == "failed" for r in rows))
-        metrics = sorted({m for d in deltas for m in d})
-        summary["agreement"] = {}
-        for m in metrics:
-            rate, n = agreement(verdicts, [d.get(m, 0.0) for d in deltas])
-            summary["agreement"][m] = {"rate": rate, "n": n}
-        if k > 1:
-            summary["self_agreement"] = self_agreement(repeats)
-        block["pairwise"][f"{a}_vs_{b}"] = summary
-        files[f"{a}_vs_{b}"] = rows
-    for arm in graded:
-        rows, grades = [], []
-        for item, row in by_item[arm].items():
-            if item not in examples:
-                continue
-            item_asks = [asks[("single", arm, item, r)] for r in range(k)]
-            grade = item_asks[0].parsed
-            grades.append((grade, row["scores"]))
-            rows.append({"item_id": item, "arm": arm, "cluster": row.get("cluster"), "score": grade,
-                         "repeat_scores": [x.parsed for x in item_asks],
-                         "reason": None if grade is not None else ("failed" if item_asks[0].error else "unparsed"),
-                         "asks": [x.to_json() for x in item_asks]})
-        scored = [g for g, _ in grades if g is not None]
-        summary = {"n": len(scored), "failed": len(grades) - len(scored),
-                   "unparsed": sum(r["reason"] == "unparsed" for r in rows),
-                   "mean": sum(scored) / len(scored) if scored else None,
-                   "scale": [cfg.rubric.scale.min, cfg.rubric.scale.max], "agreement": _grade_agreement(grades, exclude_metrics)}
-        if k > 1:
-            summary["self_agreement"] = self_agreement([r["repeat_scores"] for r in rows])
-        block["single"][arm] = summary
-        files[f"single_{arm}"] = rows
-    return block, files
+
+def _pairwise(cfg, asks: dict, by_item: dict[str, dict[str, dict[str, Any]]], a: str, b: str,
+              exclude_metrics: tuple[str, ...]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One pair's summary (wins, flips, agreement with the metrics) and its per-item rows."""
+    k = cfg.repeats
+    rows, verdicts, flips, repeats, deltas = [], [], [], [], []
+    for item, row_a in by_item[a].items():
+        if item not in by_item[b]:
+            continue
+        per_repeat = [pairwise_verdict(asks[("pair", a, b, item, "ab", r)], asks[("pair", a, b, item, "ba", r)])
+                      for r in range(k)]
+        item_asks = [asks[("pair", a, b, item, o, r)] for r in range(k) for o in ("ab", "ba")]
+        verdict, flip = per_repeat[0]
+        verdicts.append(verdict)
+        flips.append(flip)
+        repeats.append([v for v, _ in per_repeat])
+        deltas.append(_reference_deltas(row_a, by_item[b][item], exclude_metrics))
+        reason = None
+        if verdict is None:
+            reason = "failed" if any(x.error for x in item_asks[:2]) else "unparsed"
+        rows.append({"item_id": item, "a": a, "b": b, "cluster": row_a.get("cluster"), "verdict": verdict,
+                     "value": VERDICT_VALUE.get(verdict) if verdict else None, "position_flip": flip,
+                     "repeat_verdicts": [v for v, _ in per_repeat], "reason": reason,
+                     "asks": [x.to_json() for x in item_asks]})
+    summary = win_summary(verdicts, flips)
+    summary.update(a=a, b=b, unparsed=sum(r["reason"] == "unparsed" for r in rows),
+                   failed_calls=sum(r["reason"] == "failed" for r in rows))
+    summary["agreement"] = {}
+    for m in sorted({m for d in deltas for m in d}):
+        rate, n = agreement(verdicts, [d.get(m, 0.0) for d in deltas])
+        summary["agreement"][m] = {"rate": rate, "n": n}
+    if k > 1:
+        summary["self_agreement"] = self_agreement(repeats)
+    return summary, rows
+
+
+def _graded(cfg, asks: dict, rows_by_item: dict[str, dict[str, Any]], arm: str,
+            exclude_metrics: tuple[str, ...]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One graded arm's summary (mean grade, agreement with the metrics) and its per-item rows."""
+    k = cfg.repeats
+    rows, grades = [], []
+    for item, row in rows_by_item.items():
+        item_asks = [asks[("single", arm, item, r)] for r in range(k)]
+        grade = item_asks[0].parsed
+        grades.append((grade, row["scores"]))
+        rows.append({"item_id": item, "arm": arm, "cluster": row.get("cluster"), "score": grade,
+                     "repeat_scores": [x.parsed for x in item_asks],
+                     "reason": None if grade is not None else ("failed" if item_asks[0].error else "unparsed"),
+                     "asks": [x.to_json() for x in item_asks]})
+    scored = [g for g, _ in grades if g is not None]
+    summary = {"n": len(scored), "failed": len(grades) - len(scored),
+               "unparsed": sum(r["reason"] == "unparsed" for r in rows),
+               "mean": sum(scored) / len(scored) if scored else None,
+               "scale": [cfg.rubric.scale.min, cfg.rubric.scale.max], "agreement": _grade_agreement(grades, exclude_metrics)}
+    if k > 1:
+        summary["self_agreement"] = self_agreement([r["repeat_scores"] for r in rows])
+    return summary, rows
 
 
 def _grade_agreement(grades: list[tuple[float | None, dict[str, float]]], exclude: tuple[str, ...]) -> dict[str, Any]:

@@ -20,8 +20,11 @@ import yaml
 from harness.errors import HarnessError
 from harness.evaluation.metrics import LOWER, NEITHER, score_spec
 from harness.results import TrialResult, final_arm, read_json, read_jsonl, write_atomic
+from harness.stats.equivalence import (EQUIVALENT, IMPROVED, INCONCLUSIVE, REGRESSED, Equivalence, decide,
+                                       decide_scores)
 
 HEADLINE = ("json_valid", "field_accuracy", "exact_match")
+DEFAULT_TOLERANCE = 0.02  # the `quantize` and `forgetting` sections' default, for a manifest that records none
 
 
 @dataclass
@@ -99,10 +102,72 @@ def _judge_section(trial_dir: Path) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
-def _optional_section(title: str, path: Path) -> str:
-    if not path.exists():
-        return f"## {title}\n\nNot measured for this study (run it to fill this section).\n"
-    return f"## {title}\n\n```json\n{path.read_text()[:3000]}\n```\n"
+NOT_MEASURED = "Not measured for this study (run it to fill this section)."
+# What a reader of the card is told for each outcome of `harness.stats.equivalence.decide`.
+OUTCOME_WORDS = {REGRESSED: "**regressed**", EQUIVALENT: "equivalent within ±{tol:g}", IMPROVED: "improved",
+                 INCONCLUSIVE: "inconclusive: neither a loss nor equivalence within ±{tol:g} is shown"}
+
+
+def outcome_text(d: Equivalence) -> str:
+    """The outcome in the card's words, with the items that would decide an inconclusive one."""
+    text = OUTCOME_WORDS[d.outcome].format(tol=d.tolerance)
+    if d.outcome == INCONCLUSIVE and d.items_needed:
+        text += f" (about {d.items_needed:,} items would decide at this variance)"
+    return text
+
+
+def _quant_section(trial_dir: Path, spec: dict[str, Any], headline: str | None) -> str:
+    """Each quantized arm against the merged model on the headline metric, paired by item: regressed,
+    equivalent within the spec's `quantize.tolerance`, or inconclusive."""
+    quant = trial_dir / "quant" / "quant.json"
+    if not quant.exists() or not headline:
+        return f"## Quantization delta\n\n{NOT_MEASURED}\n"
+    info = read_json(quant)
+    metric = score_spec(headline)
+    tolerance = float((spec.get("quantize") or {}).get("tolerance", DEFAULT_TOLERANCE))
+    reference = info.get("reference_arm", "merged")
+    rows_of = lambda arm: {r["item_id"]: r["scores"][headline]  # noqa: E731
+                           for r in read_jsonl(trial_dir / "quant" / "eval" / f"{arm}.jsonl")}
+    ref_rows = rows_of(reference)
+    lines = [f"## Quantization delta\n\n{headline} of each quantized form against `{reference}` on the same "
+             f"held-out items, paired by item (95% bootstrap CI; tolerance ±{tolerance:g} from `quantize.tolerance`).",
+             "", f"| arm | {reference} | quantized | Δ | 95% CI | outcome |", "| --- | --- | --- | --- | --- | --- |"]
+    for arm, entry in info.get("arms", {}).items():
+        if arm == reference:
+            continue
+        if entry.get("status") != "complete":
+            lines.append(f"| {arm} | | | | | not run: {entry.get('reason')} |")
+            continue
+        rows = rows_of(arm)
+        items = sorted(ref_rows.keys() & rows.keys())
+        if metric.descriptive or not items:
+            lines.append(f"| {arm} | | | | | not decided: {headline} is descriptive or no item is paired |")
+            continue
+        got = decide_scores([ref_rows[i] for i in items], [rows[i] for i in items], tolerance=tolerance,
+                            higher_is_better=metric.direction != LOWER, bounds=metric.range_of((1.0, -1.0)))
+        lines.append(f"| {arm} | {np.mean([ref_rows[i] for i in items]):.3f} | {np.mean([rows[i] for i in items]):.3f} "
+                     f"| {got.diff:+.3f} | [{got.ci_low:+.3f}, {got.ci_high:+.3f}] | {outcome_text(got.decision)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _forgetting_section(trial_dir: Path, spec: dict[str, Any]) -> str:
+    """The trial's forgetting check per task (base → tuned lm-eval accuracy) with its three-valued outcome."""
+    metrics = read_json(trial_dir / "metrics.json") if (trial_dir / "metrics.json").exists() else {}
+    block = metrics.get("forgetting")
+    if not block:
+        return f"## Forgetting check\n\n{NOT_MEASURED}\n"
+    tolerance = float((spec.get("forgetting") or {}).get("tolerance", DEFAULT_TOLERANCE))
+    lines = ["## Forgetting check\n\nGeneral-capability tasks (lm-eval), base vs this adapter, paired by item "
+             "(exact McNemar, Holm-adjusted across tasks).", "",
+             "| task | n | base | tuned | Δ | 95% CI | outcome |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for task, c in block.items():
+        if c.get("outcome"):
+            d = Equivalence(c["outcome"], float(c.get("tolerance") or tolerance), c.get("items_needed"), "")
+        else:  # a trial recorded before the three-valued outcome: decided again from its CI and adjusted p
+            d = decide(c["diff"], c["ci"][0], c["ci"][1], c["p_adjusted"], tolerance=tolerance)
+        lines.append(f"| {task} | {c['n']} | {c['base_acc']:.3f} | {c['tuned_acc']:.3f} | {c['diff']:+.3f} "
+                     f"| [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {outcome_text(d)} |")
+    return "\n".join(lines) + "\n"
 
 
 def build_card(trial_dir: Path) -> tuple[str, dict[str, Any]]:
@@ -122,7 +187,6 @@ def build_card(trial_dir: Path) -> tuple[str, dict[str, Any]]:
              "metrics": [{"type": i["metric"], "value": round(i["value"], 4), "name": f"{i['arm']} {i['metric']}"}
                          for i in index]}]}],
     }
-    study_dir = trial_dir.parent
     card = f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}
 ---
@@ -137,7 +201,7 @@ params {manifest['params']}.
 
 Data: {data['source']}. {data['train_items']} training items, {data['heldout_items']} frozen held-out items
 (split hash `{manifest['split_hash']}`; verified before training, no held-out item in training).
-{_data_card_note(data['source'])}
+{_data_card_note(data['source'])}{_review_note(data.get('review'))}
 
 ## Held-out results (95% bootstrap CIs over items)
 
@@ -147,13 +211,22 @@ Data: {data['source']}. {data['train_items']} training items, {data['heldout_ite
 
 {_failure_modes(rows, headline=headline)}
 
-{_optional_section("Quantization delta", study_dir / "quant" / "quant.json")}
-{_optional_section("Forgetting check", study_dir / "forgetting" / "summary.json")}{_judge_section(trial_dir)}
+{_quant_section(trial_dir, spec, headline)}
+{_forgetting_section(trial_dir, spec)}{_judge_section(trial_dir)}
 ## Reproduce
 
 `harness run {manifest['experiment']}` with the spec recorded in `harness-manifest.json`.
 """
     return card, metadata
+
+
+def _review_note(review: dict[str, Any] | None) -> str:
+    """The training data's provenance from its review (`harness data review`), as the manifest recorded it."""
+    if not review:
+        return ""
+    return (f"\nTraining data: {review['provenance']} (every pair read by a person; reviewed file sha256 "
+            f"`{review.get('reviewed_sha256', '?')[:12]}`, re-derived from the original and its audit log before "
+            "training).")
 
 
 def _data_card_note(source: str) -> str:

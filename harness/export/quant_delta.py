@@ -11,7 +11,10 @@ written to `out_dir`:
     prompts.jsonl       item_id and the exact rendered text every arm received
     merged/             the merged HF model (safetensors, tokenizer, chat template)
     gguf/model-<t>.gguf each GGUF type (plus the f16 the 4-bit types were quantised from)
-    eval/<arm>.jsonl    per-item rows, the same format as a trial's eval rows (`score_items`)
+    eval/<arm>.jsonl    per-item rows, the same format as a trial's eval rows (`score_items`), with each
+                        arm's divergence from the merged arm on the item's reference answer in its scores
+                        (`harness.evaluation.divergence`: kl, top1_agree, loglik_delta; the merged arm's
+                        own rows 0 / 1 / 0) and the tokens it is over (`divergence_tokens`)
     quant.json          per arm: status ("complete" | "not run"), reason, runner, size_bytes,
                         tokens_per_s, metrics (`aggregate`), point delta of each metric vs "merged";
                         paired CIs are the analysis package's job (pair the eval rows by item_id)
@@ -27,6 +30,16 @@ from typing import Any, Callable
 
 from harness.data.example import Example
 from harness.errors import HarnessError
+from harness.evaluation.divergence import (
+    REFERENCE_SCORES,
+    HFLogits,
+    LlamaCppLogits,
+    ReferenceLogits,
+    ScoredText,
+    add_divergence,
+    context_for,
+    prompt_and_answer,
+)
 from harness.evaluation.evaluate import aggregate, score_items
 from harness.export.converter import PROVENANCE, converter_dir, llama_cpp_version
 from harness.export.gguf import export_gguf
@@ -63,10 +76,15 @@ def quant_delta(base_model: Any, tokenizer: Any, adapter_dir: str | Path | None,
     device, dtype = _device_and_dtype(base_model)
     arms: dict[str, list[dict[str, Any]]] = {}
     info: dict[str, dict[str, Any]] = {}
+    # Each item's reference answer after its rendered prompt: the text every arm's divergence is measured on.
+    answers = [prompt_and_answer(ex.id, tokenizer, t, ex.reference) for ex, t in zip(heldout, texts)]
 
-    def record(arm: str, runner, extra: dict[str, Any]) -> None:
+    def record(arm: str, runner, extra: dict[str, Any], divergence: Callable[[], list[dict[str, float]]]) -> None:
         gens = runner.generate(texts, max_new_tokens=max_new_tokens)
+        if isinstance(runner, LlamaCppRunner):
+            runner.close()  # its memory back before the scoring pass loads the same file
         rows = score_items(arm, heldout, gens, scorer)
+        add_divergence(rows, answers, divergence())  # one forward pass per item, after generation: no re-run
         write_jsonl(out_dir / "eval" / f"{arm}.jsonl", rows)
         metrics = aggregate(rows)
         arms[arm] = rows
@@ -76,23 +94,31 @@ def quant_delta(base_model: Any, tokenizer: Any, adapter_dir: str | Path | None,
     from transformers import AutoModelForCausalLM
 
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dtype).to(device)
-    record(REFERENCE_ARM, HFRunner(merged, tokenizer, batch_size, name=REFERENCE_ARM,
-                                   size_bytes=weights_size(merged_dir)),
-           {"runner": "transformers", "dtype": str(dtype).removeprefix("torch."), "path": str(merged_dir)})
-    del merged
+    # The merged model's logits on every answer, kept (in files under out_dir) until the last arm has run.
+    reference = ReferenceLogits(HFLogits(merged), answers, under=out_dir)
+    try:
+        record(REFERENCE_ARM, HFRunner(merged, tokenizer, batch_size, name=REFERENCE_ARM,
+                                       size_bytes=weights_size(merged_dir)),
+               {"runner": "transformers", "dtype": str(dtype).removeprefix("torch."), "path": str(merged_dir)},
+               lambda: [dict(REFERENCE_SCORES) for _ in answers])
+        del merged
 
-    nf4_reason = _nf4_unavailable()
-    if nf4_reason:
-        info["nf4"] = {"status": "not run", "reason": nf4_reason, "runner": "transformers+bitsandbytes",
-                       "size_bytes": None, "tokens_per_s": None}
-    else:
-        model, size = _load_nf4(merged_dir, out_dir / "nf4")
-        record("nf4", HFRunner(model, tokenizer, batch_size, name="nf4", size_bytes=size),
-               {"runner": "transformers+bitsandbytes", "dtype": "nf4", "path": str(out_dir / "nf4")})
-        del model
+        nf4_reason = _nf4_unavailable()
+        if nf4_reason:
+            info["nf4"] = {"status": "not run", "reason": nf4_reason, "runner": "transformers+bitsandbytes",
+                           "size_bytes": None, "tokens_per_s": None}
+        else:
+            model, size = _load_nf4(merged_dir, out_dir / "nf4")
+            record("nf4", HFRunner(model, tokenizer, batch_size, name="nf4", size_bytes=size),
+                   {"runner": "transformers+bitsandbytes", "dtype": "nf4", "path": str(out_dir / "nf4")},
+                   lambda: reference.compare(HFLogits(model)))
+            del model
 
-    if types:
-        _gguf_arms(record, ggufs, types, texts, heldout, tokenizer, max_new_tokens, n_ctx, n_threads)
+        if types:
+            _gguf_arms(record, ggufs, types, texts, heldout, tokenizer, max_new_tokens, n_ctx, n_threads,
+                       reference, answers)
+    finally:
+        reference.close()
 
     _add_deltas(info)
     write_json(out_dir / "quant.json", {
@@ -123,8 +149,9 @@ def _device_and_dtype(base_model: Any):
 
 def _gguf_arms(record: Callable, ggufs: dict[str, Path], types: list[str], texts: list[str],
                heldout: list[Example], tokenizer: Any, max_new_tokens: int, n_ctx: int | None,
-               n_threads: int | None) -> None:
-    """One llama.cpp arm per GGUF type, fed the HF tokenizer's ids of the same rendered prompts."""
+               n_threads: int | None, reference: ReferenceLogits, answers: list[ScoredText]) -> None:
+    """One llama.cpp arm per GGUF type, fed the HF tokenizer's ids of the same rendered prompts; its divergence
+    from the merged arm from a second llama.cpp context of the same file, with every position's logits."""
     longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     ctx = n_ctx or -(-(longest + max_new_tokens + 16) // 256) * 256
     for t in types:
@@ -136,9 +163,16 @@ def _gguf_arms(record: Callable, ggufs: dict[str, Path], types: list[str], texts
             differ = [ex.id for ex, text in zip(heldout, texts) if runner.llama_encode(text) != runner.encode(text)]
             record(t, runner, {"runner": "llama.cpp", "gguf_type": t, "path": str(ggufs[t]), "n_ctx": ctx,
                                "prompt_tokens": "hf tokenizer",
-                               "llama_cpp_tokenizer_differs": {"n": len(differ), "item_ids": differ[:20]}})
+                               "llama_cpp_tokenizer_differs": {"n": len(differ), "item_ids": differ[:20]}},
+                   lambda: _gguf_divergence(reference, ggufs[t], answers, n_threads))
         finally:
             runner.close()
+
+
+def _gguf_divergence(reference: ReferenceLogits, gguf: Path, answers: list[ScoredText],
+                     n_threads: int | None) -> list[dict[str, float]]:
+    with LlamaCppLogits(gguf, context_for(answers), n_threads=n_threads) as logits:
+        return reference.compare(logits)
 
 
 def _add_deltas(info: dict[str, dict[str, Any]]) -> None:

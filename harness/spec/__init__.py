@@ -1,5 +1,5 @@
-"""The experiment spec: the core sections (`harness.config`) plus one section per stage declared in
-`harness.spec.stages`, loaded from YAML with errors that name file, line and field."""
+"""The experiment spec: the core sections (`harness.config`) plus one section per stage (`harness.stages`,
+each declares its own), loaded from YAML with errors that name file, line and field."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
+from harness.backends.registry import unknown_backend
 from harness.config import (DataSpec, Distribution, EndpointSpec, EvalSpec, LoraSpec, ModelSpec, OptimArgs,
                             PricingSpec, ReportSpec, SearchSpec, TrackingSpec, TrainSpec, deep_merge,
                             set_dotted)
@@ -16,7 +17,7 @@ from harness.config.loading import FieldConflict, _describe
 from harness.config.sections import _Strict
 from harness.errors import SpecError
 from harness.evaluation.metrics import check_metrics
-from harness.spec import stages
+from harness.stages import registry as stages
 from harness.spec.fingerprint import spec_dump, spec_fingerprint
 
 __all__ = ["DataSpec", "Distribution", "EndpointSpec", "EvalSpec", "ExperimentSpec", "LoraSpec", "ModelSpec",
@@ -51,6 +52,9 @@ class _CoreSpec(_Strict):
             check_metrics(self.eval.metrics, self.eval)
         except ValueError as e:
             raise FieldConflict(str(e), ("eval", "metrics")) from None
+        unknown = unknown_backend(self.train.backend)  # whether it can run here, the trial's preflight says
+        if unknown:
+            raise FieldConflict(unknown, ("train", "backend"))
         methods = stages.train_methods()
         if self.train.method not in methods:
             raise ValueError(f"train.method '{self.train.method}' is not a training method "

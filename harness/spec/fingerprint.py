@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from typing import TYPE_CHECKING, Any
 
-from harness.spec.stages import sections
+from harness.stages.registry import sections
 
 if TYPE_CHECKING:
     from harness.spec import ExperimentSpec
@@ -18,7 +19,9 @@ def spec_dump(spec: "ExperimentSpec", **kwargs: Any) -> dict[str, Any]:
     use: a new stage never changes the fingerprint or manifest of a study that does not use it."""
     raw = spec.model_dump(mode="json", **kwargs)
     for name, section in type(spec).model_fields.items():  # core fields added later, at their default
-        model = section.annotation
+        # A stage's section is `Model | None`: its fields added later count the same.
+        model = next((a for a in typing.get_args(section.annotation) if hasattr(a, "model_fields")),
+                     section.annotation)
         if name not in raw or not isinstance(raw[name], dict) or not hasattr(model, "model_fields"):
             continue
         for key, f in model.model_fields.items():
@@ -30,6 +33,10 @@ def spec_dump(spec: "ExperimentSpec", **kwargs: Any) -> dict[str, Any]:
             del raw[stage.section]
     return raw
 
+
+# The fingerprint scheme: bump it only for a deliberate change of what identifies a study (studies made under
+# another scheme no longer resume); tests/snapshots/fingerprints.json keeps each scheme's values.
+FINGERPRINT_VERSION = 1
 
 # Keys that describe and never change a result (an endpoint's `note`): a study resumes across edits of them.
 DESCRIPTIVE_KEYS = frozenset({"note"})

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from harness.results import base_eval_key, read_jsonl, write_jsonl
-from harness.stages import register_runner
+from harness.results import base_eval_key, cached_rows
 from harness.stages.context import TrialContext
+from harness.stages.registry import Phase, register_stage
 
 
-@register_runner("base_eval")
 def run(ctx: TrialContext, cfg: None) -> None:
     """Arm `base`: every trial of the study with the same model, split, prompt and eval settings shares it."""
     cache = ctx.study_dir / "base-eval" / f"{base_eval_key(ctx.spec, ctx.data.split.split_hash)}.jsonl"
-    rows = read_jsonl(cache) if cache.exists() else ctx.evaluate("base", model=ctx.model)
-    write_jsonl(cache, rows)
-    ctx.add_arm("base", rows, "untuned")
+    ctx.add_arm("base", cached_rows(cache, lambda: ctx.evaluate("base", model=ctx.model)), "untuned")
+
+
+register_stage("base_eval", Phase.BEFORE, enabled=lambda spec: spec.eval.compare_base,
+               arms=lambda spec, cfg: {"base": "untuned"}, run=run)

@@ -12,13 +12,12 @@ from harness.errors import HarnessError
 from harness.evaluation.evaluate import aggregate, generate, score_items
 from harness.progress import item_progress
 from harness.results import trial_dir_name, write_jsonl
-from harness.spec.stages import CORE_BLOCKS, ArmRole, final_arm
+from harness.stages.registry import CORE_BLOCKS, ArmRole, Spec, final_arm
 
 if TYPE_CHECKING:
     from harness.backends import TrainingBackend, TrainOutcome
     from harness.data.example import Example
     from harness.data.prepare import PreparedData
-    from harness.spec import ExperimentSpec
     from harness.tracking import Tracker
 
 
@@ -36,7 +35,7 @@ class TrialContext:
     """The state one trial's stages share: inputs (spec, data, base model, backend) and what they produce
     (arms of per-item rows, metric blocks, trainings, the dev objective)."""
 
-    spec: "ExperimentSpec"
+    spec: Spec  # the assembled ExperimentSpec
     params: dict[str, Any]
     number: int
     study_dir: Path
@@ -48,6 +47,9 @@ class TrialContext:
     scorer: Callable[[str, str], dict[str, float]]
     tracker: "Tracker"
     on_dev_metric: Callable[[float, int], None] | None = None
+    # keep(stage, key, load): a second model held by the worker across its trials (`Worker.keep`); without a
+    # worker (a stage run alone), loaded for this trial only.
+    keep: Callable[[str, str, Callable[[], Any]], Any] = lambda stage, key, load: load()
     peft_model: Any = None  # the model being trained (set by the TRAIN stage)
     train_examples: list["Example"] | None = None  # what the TRAIN stage trains on (DATA stages may replace it)
     arms: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -68,6 +70,11 @@ class TrialContext:
     def heldout(self) -> list["Example"]:
         limit = self.spec.eval.limit
         return self.data.heldout[:limit] if limit else self.data.heldout
+
+    @property
+    def training_examples(self) -> list["Example"]:
+        """What training trains on: the training split, unless a DATA stage replaced it (teacher-written data)."""
+        return self.data.train if self.train_examples is None else self.train_examples
 
     @property
     def final_arm(self) -> str:

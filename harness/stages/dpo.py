@@ -5,30 +5,64 @@ The recipe (see `experiments/sft_vs_dpo`): train SFT; generate with the SFT mode
 a preference pair, chosen = the dev reference, rejected = the model's own output (`mine_pairs`); then
 continue the same LoRA adapter with TRL's `DPOTrainer` (`train_dpo`), the SFT policy as the reference.
 Users may bring their own pairs instead (`pairs: file`, a prompt/chosen/rejected file read by
-`harness.data.formats`, see `load_preference_pairs`).
-"""
+`harness.data.formats`, see `load_preference_pairs`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from harness.backends import HFBackend, TrainingBackend, TrainOutcome, drop_adapter
+from pydantic import Field, model_validator
+
+from harness.backends import REF_ADAPTER, HFBackend, TrainingBackend, TrainOutcome, drop_adapter
+from harness.config import OptimArgs
+from harness.config.loading import FieldConflict
 from harness.data.example import Example
 from harness.errors import DataError, HarnessError, SpecError
 from harness.evaluation.scoring import normalise_text
 from harness.results import write_jsonl
-from harness.spec.stages.dpo import DPOSpec
-from harness.stages import register_runner
 from harness.stages.context import TrialContext
+from harness.stages.registry import Phase, register_stage
 
-# The name TRL 1.15 gives the frozen copy of the adapter it trains (see `DPOTrainer.__init__`).
-REF_ADAPTER = "ref"
+
+class DPOSpec(OptimArgs):
+    """The `dpo:` block: where the pairs come from and how DPO continues the SFT adapter."""
+
+    beta: float = Field(0.1, gt=0, description="DPO temperature: higher keeps the policy closer to the SFT reference")
+    max_pairs: int = Field(256, gt=0, description="at most this many pairs (the first ones, in dev/file order)")
+    learning_rate: float = Field(5e-5, gt=0, description="LoRA DPO; full-model DPO uses ~1e-6")
+    batch_size: int = Field(4, gt=0, description="pairs per step (each is two sequences)")
+    max_length: int = Field(512, gt=0, description="prompt + answer tokens; longer pairs are truncated")
+    logging_steps: int = Field(1, gt=0, description="DPO runs are short: log rewards/margins every step")
+    pairs: Literal["mined", "file"] = Field(
+        "mined", description="mined: the SFT model's failures on the dev split; file: preference_file")
+    preference_file: Path | None = Field(None, description="prompt/chosen/rejected pairs (pairs: file)")
+    fail_below: float = Field(1.0, gt=0, description="a dev item is a failure when its metric is below this")
+    metric: str = Field("field_accuracy", description="the per-item score mining reads; 'judge': the judge "
+                                                        "section's rubric grade, scaled to 0-1")
+
+    @model_validator(mode="after")
+    def _source(self) -> "DPOSpec":
+        if self.pairs == "file" and self.preference_file is None:
+            raise ValueError("pairs: file needs preference_file (a prompt/chosen/rejected file)")
+        if self.pairs == "mined" and self.preference_file is not None:
+            raise ValueError("preference_file is only read with pairs: file (the pairs are mined otherwise)")
+        return self
+
+
+def _mined_needs_dev(spec, cfg: DPOSpec) -> None:
+    if cfg.pairs == "mined" and spec.data.dev_size == 0:
+        raise FieldConflict("dpo.pairs: mined needs data.dev_size (pairs come from the SFT model's dev failures)",
+                            ("dpo", "pairs"))
+    if cfg.pairs == "mined" and cfg.metric == "judge" and (spec.judge is None or spec.judge.rubric.scale is None):
+        raise FieldConflict("dpo.metric: judge grades the dev answers with the judge section's rubric: "
+                            "add judge: with an endpoint and rubric.scale", ("dpo", "metric"))
+
+
+LOG_FILE = "dpo_log.jsonl"
+TRAINER = "DPOTrainer"
 POLICY_ADAPTER = "default"
-
-
-# ---------------------------------------------------------------- pairs
 
 
 def pairs_from_rows(dev: list[Example], rows: list[dict[str, Any]], *, metric: str, fail_below: float,
@@ -102,9 +136,6 @@ def load_preference_pairs(path: Path, *, max_pairs: int, system_prompt: str | No
     if heldout:
         check_leakage(pairs, heldout, where=path)
     return pairs[:max_pairs]
-
-
-# ---------------------------------------------------------------- training
 
 
 def _check_pairs(pairs: list[Example]) -> None:
@@ -200,7 +231,7 @@ def train_dpo(model, tokenizer, pairs: list[Example], spec: DPOSpec, seed: int, 
 
     try:
         return (backend or HFBackend()).fit(
-            "DPOTrainer", model, tokenizer, _dataset(pairs), spec, out_dir, seed=seed, config=dpo_config(spec),
+            TRAINER, model, tokenizer, _dataset(pairs), spec, out_dir, seed=seed, config=dpo_config(spec),
             tokens_per_step=2 * spec.batch_size * spec.max_length, on_log=on_log, on_step=on_step,
             before_train=check, tokens=tokens)
     finally:
@@ -240,9 +271,6 @@ def _is_peft_model(model) -> bool:
     return peft is not None and isinstance(model, peft.PeftModel)
 
 
-# ---------------------------------------------------------------- the stage
-
-
 def _judge_grades(ctx: TrialContext) -> Callable[[list[dict[str, Any]]], None]:
     """Add the judge's rubric grade, scaled to 0-1, as score `judge` of each dev row (NaN when the judge
     failed or its reply did not parse: such an item is neither a failure nor mined)."""
@@ -254,7 +282,6 @@ def _judge_grades(ctx: TrialContext) -> Callable[[list[dict[str, Any]]], None]:
     return rescore
 
 
-@register_runner("dpo")
 def run(ctx: TrialContext, cfg: DPOSpec) -> None:
     """Continue the SFT adapter with DPO on the SFT model's own dev failures (or the user's pairs)."""
     ctx.snapshot_arm("sft", adapter_dir="adapter-sft")  # evaluated and saved before DPO changes it
@@ -270,5 +297,14 @@ def run(ctx: TrialContext, cfg: DPOSpec) -> None:
     write_jsonl(ctx.trial_dir / "dpo_pairs.jsonl", [{**p.to_json(), "rejected": p.rejected} for p in pairs])  # "" is a real answer
     outcome = train_dpo(ctx.peft_model, ctx.tok, pairs, cfg, seed=spec.train.seed, out_dir=ctx.scratch("dpo-checkpoints"),
                         on_log=ctx.log_rows("dpo"), backend=ctx.backend)
-    ctx.add_training("dpo", outcome, "dpo_log.jsonl", pairs=len(pairs))
+    ctx.add_training("dpo", outcome, LOG_FILE, pairs=len(pairs))
 
+
+register_stage("dpo", Phase.CONTINUE, section="dpo", model=DPOSpec, legacy=True, check=_mined_needs_dev,
+               example={"max_pairs": 2, "max_steps": 1, "batch_size": 2},
+               arms=lambda spec, cfg: {"sft": "stage"}, produces="dpo", after="sft",
+               trainer=TRAINER, loss="DPO loss, −log σ(β · reward margin)", training_only=("dpo.",),
+               log_file=LOG_FILE, diagnostics=(("rewards/margins", "reward margin, chosen − rejected"),
+                                               ("rewards/accuracies", "share of pairs with chosen ahead"),
+                                               ("logps/chosen", "log-prob of chosen"),
+                                               ("logps/rejected", "log-prob of rejected")), run=run)

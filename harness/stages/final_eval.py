@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from harness.stages import register_runner
 from harness.stages.context import TrialContext
+from harness.stages.registry import Phase, final_arm, register_stage
 
 
-@register_runner("final_eval")
 def run(ctx: TrialContext, cfg: None) -> None:
     ctx.add_arm(ctx.final_arm, ctx.evaluate(ctx.final_arm), "final")
+
+
+register_stage("final_eval", Phase.EVALUATE, arms=lambda spec, cfg: {final_arm(spec): "final"}, run=run)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from harness.stages import register_runner
 from harness.stages.context import TrialContext
+from harness.stages.registry import Phase, register_stage
 
 
-@register_runner("select")
 def run(ctx: TrialContext, cfg: None) -> None:
     adapter_dir = ctx.trial_dir / "adapter"
     ctx.peft_model.save_pretrained(adapter_dir)
@@ -17,3 +16,6 @@ def run(ctx: TrialContext, cfg: None) -> None:
     every, steps = ctx.spec.eval.dev_every_steps, ctx.trainings[0].outcome.steps
     if ctx.on_dev_metric and not (every and steps % every == 0):  # else already reported at this step
         ctx.on_dev_metric(ctx.objective, steps)
+
+
+register_stage("select", Phase.SELECT, run=run)

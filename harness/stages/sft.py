@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from harness.stages import register_runner
+from harness.backends.base import SFT_TRAINER
 from harness.stages.context import TrialContext
+from harness.stages.registry import Phase, register_stage
 
 
-@register_runner("sft")
 def run(ctx: TrialContext, cfg: None) -> None:
     """Train the adapter; with `eval.dev_every_steps`, report dev scores as it goes (the pruner reads them)."""
     spec = ctx.spec
@@ -19,7 +19,11 @@ def run(ctx: TrialContext, cfg: None) -> None:
             ctx.tracker.log({f"dev/{spec.eval.metric}": value}, step=step)
             ctx.on_dev_metric(value, step)
 
-    examples = ctx.data.train if ctx.train_examples is None else ctx.train_examples
-    outcome = ctx.backend.train_sft(ctx.peft_model, ctx.tok, examples, spec.train, ctx.scratch("checkpoints"),
+    outcome = ctx.backend.train_sft(ctx.peft_model, ctx.tok, ctx.training_examples, spec.train, ctx.scratch("checkpoints"),
                                     on_log=ctx.log_rows("train", at_step=True), on_step=on_step)
     ctx.add_training("sft", outcome, "train_log.jsonl")
+
+
+# The adapter's shape and its optimiser: what is trained, never what the untouched base answers.
+register_stage("sft", Phase.TRAIN, method="sft", produces="tuned", trainer=SFT_TRAINER, loss="cross-entropy on the completion, nats/token",
+               training_only=("lora.", "train."), run=run)

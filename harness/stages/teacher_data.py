@@ -1,23 +1,49 @@
-"""Teacher-written data (YAML section `distill:`): a teacher model writes the training targets for N prompts.
+"""What the first training sees in a teacher-vs-data study (YAML section `distill:`, grid over `distill.arm`).
 
-The study then trains a student on those N teacher-written pairs and compares it with one trained on k·N
-original pairs (grid over `distill.arm`). This is data distillation, not logit distillation. The teacher is any OpenAI-compatible endpoint; its calls are cached on disk, so a
-rerun (or a run that failed part way) pays only for what is not cached yet.
-"""
+`distilled`: a teacher endpoint writes the training targets for the first N prompts (sequence-level
+distillation); `logits`: the first N prompts, trained by the `kd` stage on a teacher model's token
+distributions (the arm chooses `train.method: kd`, so one grid key carries all the arms and a report contrasts
+them as levels of one factor, one Holm family); `original_n`: the first N original pairs, the same optimiser
+steps as the teacher arms (teacher quality without more data); `original`: the first k·N original pairs (more
+data). The teacher endpoint is any OpenAI-compatible server; its calls are cached on disk, so a rerun (or a run
+that failed part way) pays only for what is not cached yet. Only the `distilled` arm calls it."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.config.endpoint import EndpointSpec
 from harness.data.example import Example
 from harness.errors import DataError
 from harness.evaluation.endpoint import Completion, Endpoint, latency_percentiles
-from harness.spec.stages.teacher_data import DistillPlan, DistillSpec
-from harness.stages import register_runner
 from harness.stages.context import TrialContext
+from harness.stages.registry import Phase, register_stage
+
+
+class DistillSpec(BaseModel):
+    """`answer`: the teacher answers each training prompt itself. `rewrite`: the teacher gets the prompt
+    and the original reference and rewrites the reference in the required format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: EndpointSpec
+    n: int = Field(ge=1, description="how many training prompts the teacher handles (the first n given)")
+    mode: Literal["answer", "rewrite"] = "answer"
+
+
+class DistillPlan(DistillSpec):
+    """Teacher-written data vs more data: train on the teacher's answers to the first n prompts
+    (`arm: distilled`), on a teacher's logits for them (`logits`, the `kd` stage), on the first n original
+    pairs (`original_n`) or on the first k*n (`original`); grid over `distill.arm`."""
+
+    k: int = Field(4, ge=1, description="the original-data arm trains on k*n pairs")
+    arm: Literal["distilled", "logits", "original_n", "original"] = "distilled"
+
 
 REWRITE_TEMPLATE = (
     "Rewrite the reference answer below so that it answers the task exactly in the format the task asks "
@@ -95,14 +121,32 @@ def teacher_written(examples: list[Example], spec: DistillSpec, cache_dir: Path)
     )
 
 
-@register_runner("teacher_data")
+def train_size(spec, plan: DistillPlan, n: int) -> int:
+    """How many pairs the first training sees: n (teacher answers, logits or originals), or k*n originals."""
+    return min(n, plan.k * plan.n if plan.arm == "original" else plan.n)
+
+
+def chooses_method(spec, plan: DistillPlan) -> str | None:
+    """The logits arm trains with the `kd` stage; the others with `train.method` (SFT)."""
+    return "kd" if plan.arm == "logits" else None
+
+
+def check(spec, plan: DistillPlan) -> None:
+    from harness.config.loading import FieldConflict
+
+    if plan.arm == "logits" and getattr(spec, "kd", None) is None:
+        raise FieldConflict("arm 'logits' trains on a teacher's logits: add a kd: section naming the teacher",
+                            ("distill", "arm"))
+
+
 def run(ctx: TrialContext, plan: DistillPlan) -> None:
-    """What SFT trains on: the teacher's n answers, or the first k*n original pairs."""
+    """What the first training sees: the teacher's n answers, or the first n (or k*n) original pairs."""
     train = ctx.data.train
-    if plan.arm == "original":
-        need = plan.k * plan.n
+    if plan.arm != "distilled":
+        need = plan.k * plan.n if plan.arm == "original" else plan.n
         if len(train) < need:
-            raise DataError(f"distill.k*n = {need} original pairs asked for, only {len(train)} training items")
+            raise DataError(f"distill.arm {plan.arm}: {need} original pairs asked for, only {len(train)} training "
+                            "items")
         ctx.train_examples = train[:need]
         return
     # The teacher's answers are cached per study: every seed and rerun reuses them without paying again.
@@ -110,3 +154,9 @@ def run(ctx: TrialContext, plan: DistillPlan) -> None:
     ctx.train_examples = result.examples
     ctx.add_block("teacher", result.summary())
 
+
+register_stage("teacher_data", Phase.DATA, section="distill", model=DistillPlan, legacy=True, blocks=("teacher",),
+               example={"teacher": {"url": "http://127.0.0.1:8080/v1", "model": "teacher", "max_tokens": 16},
+                        "n": 2, "k": 2},
+               training_only=("distill.",), train_size=train_size, chooses_method=chooses_method, check=check,
+               run=run)  # the base model never sees its data

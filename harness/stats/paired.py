@@ -3,12 +3,14 @@
 "Paired" means both arms answered the same held-out items, so the unit of analysis is the per-item
 difference `a - b`. Library implementations are used wherever one exists (McNemar and power from
 statsmodels, Wilcoxon and the permutation test from scipy, cluster-robust standard errors
-from statsmodels); only the bootstraps (vectorised, seeded) and Holm (see `holm`) are written here.
+from statsmodels); only the bootstraps (vectorised, seeded), Holm (see `holm`) and the seeds × items
+variance-components test (`seed_item_test`: a few mean squares, see there why not MixedLM) are written here.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -239,26 +241,114 @@ def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
+# A spread below this share of the values' own size is float noise (the SD of fifty 1.0s minus 0.0s is 2e-16, not 0).
+SPREAD_RTOL = 1e-9
+
+
+def no_spread(sd: float, scale: float) -> bool:
+    """Whether an SD (or SE) is zero up to float noise, relative to `scale`, the largest magnitude among the
+    values it is the spread of (at least 1e-300, so all-zero values have none)."""
+    return not np.isfinite(sd) or sd <= SPREAD_RTOL * max(abs(scale), 1e-300)
+
+
 def cohens_dz(diffs: Sequence[float] | np.ndarray) -> float:
-    """Cohen's d_z: mean paired difference over the SD of the differences (NaN when the SD is 0)."""
+    """Cohen's d_z: mean paired difference over the SD of the differences (NaN when the SD is 0 up to float noise)."""
     d = _finite_1d(diffs, "diffs")
     if d.size < 2:
         return float("nan")
     sd = d.std(ddof=1)
-    return float(d.mean() / sd) if sd > 0 else float("nan")
+    return float("nan") if no_spread(sd, np.abs(d).max()) else float(d.mean() / sd)
 
 
-def minimum_detectable_difference(sd_diff: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+def minimum_detectable_se_difference(se: float, df: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true difference a two-sided t-test of `diff / se` on `df` degrees of freedom detects with `power`.
+
+    The noncentral-t power equation (statsmodels `TTestPower` with nobs = df + 1, so its noncentrality
+    d·√nobs is the difference in SE units) times `se`; `df` may be fractional (Satterthwaite). NaN when
+    `se` is not a positive number or `df` < 1.
+    """
+    if not (np.isfinite(df) and df >= 1 and np.isfinite(se) and se > 0):
+        return float("nan")
+    nobs = df + 1
+    dz = TTestPower().solve_power(effect_size=None, nobs=nobs, alpha=alpha, power=power, alternative="two-sided")
+    return float(np.asarray(dz).item() * math.sqrt(nobs) * se)
+
+
+def minimum_detectable_difference(sd_diff: float, n: int, *, alpha: float = 0.05, power: float = 0.8,
+                                  scale: float = 1.0) -> float:
     """Smallest true mean difference a two-sided paired t-test on `n` pairs detects with `power`.
 
-    Solves the noncentral-t power equation for d_z (statsmodels `TTestPower`) and scales it by the
-    SD of the differences. NaN when it is undefined: fewer than 2 pairs, or no spread at all (every
-    difference equal), where the t-test itself is degenerate.
+    `minimum_detectable_se_difference` at SE `sd_diff/√n` and n − 1 df. NaN when it is undefined: fewer than
+    2 pairs, or no spread (every difference equal, up to float noise relative to `scale`, the largest
+    |difference|: see `no_spread`), where the t-test itself is degenerate.
     """
-    if n < 2 or not np.isfinite(sd_diff) or sd_diff <= 0:
+    if n < 2 or no_spread(sd_diff, scale):
         return float("nan")
-    dz = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    return float(np.asarray(dz).item() * sd_diff)
+    return minimum_detectable_se_difference(sd_diff / math.sqrt(n), n - 1, alpha=alpha, power=power)
+
+
+@dataclass(frozen=True)
+class SeedItemTest:
+    """The variance-components t-test of a seeds × items matrix of paired differences (`seed_item_test`)."""
+
+    diff: float
+    se: float  # total SE of the grand mean: items (or clusters) and seeds
+    se_items: float  # the part more items shrink
+    se_seeds: float  # the seed-to-seed part, which only more seeds shrink (0 when not estimated above the noise)
+    df: float  # Satterthwaite
+    p: float
+
+
+def seed_item_test(diffs_by_seed: np.ndarray, *, clusters: Sequence | np.ndarray | None = None) -> SeedItemTest:
+    """t-test of the mean of a seeds × items matrix of paired differences, counting seed-to-seed variance.
+
+    Model: d_si = μ + seed_s + item_i + e_si, seeds and items crossed and random. The variance of the grand
+    mean is σ_seed²/S + σ_item²/n + σ_e²/(Sn), estimated from the two-way ANOVA mean squares as
+    (MS_item + MS_seed − MS_e)/(Sn): the item part MS_item/(Sn) is the variance of the item means over n
+    (with `clusters`, the cluster-robust one, on G − 1 df, so items sharing a source count once), the seed
+    part (MS_seed − MS_e)/(Sn) is σ_seed²/S, kept at 0 when the seeds differ no more than the item noise
+    explains. The df is Satterthwaite's (1946) for the mean squares involved, so a seed variance estimated
+    from few seeds weighs as little as it should: the t quantile grows. With 3 or more seeds the type-I
+    rate stays near alpha with seed variance present (tests/e2e/test_seed_item_test.py); with 2 seeds the
+    seed variance has 1 df and no test is exact: it runs somewhat above alpha when seeds differ a lot.
+
+    Why this and not the alternatives: the item test on seed-averaged differences ignores σ_seed² (its
+    type-I rate grows with it); a t-test on the S seed means is valid but has S − 1 df and throws away
+    the items' information when the seed variance is small; MixedLM fits the same crossed model by REML
+    but needs an iterative fit per comparison and its Wald test has no small-sample df. The hierarchical
+    bootstrap's spread adds a seed and an item deviation, each carrying σ_e²/(Sn), so it counts that
+    term twice: its CI stays as is (conservative), the test uses the unbiased sum.
+    """
+    d = np.asarray(diffs_by_seed, dtype=float)
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 2:
+        raise ValueError(f"a seeds × items test needs at least 2 seeds and 2 items, got shape {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"diffs_by_seed has {int(np.sum(~np.isfinite(d)))} NaN/inf values")
+    n_seeds, n_items = d.shape
+    grand = float(d.mean())
+    item_means, seed_means = d.mean(axis=0), d.mean(axis=1)
+    cells = n_seeds * n_items
+    if clusters is not None and _cluster_codes(clusters, n_items) is not None:
+        codes = _cluster_codes(clusters, n_items)
+        v_items, df_items = cluster_robust_se(item_means, clusters) ** 2, float(codes.max())
+    else:
+        v_items, df_items = float(item_means.var(ddof=1)) / n_items, float(n_items - 1)
+    ms_seed = n_items * float(seed_means.var(ddof=1))
+    resid = d - item_means[None, :] - seed_means[:, None] + grand
+    df_e = (n_seeds - 1) * (n_items - 1)
+    ms_e = float(np.sum(resid ** 2)) / df_e
+    v_seeds = max(0.0, (ms_seed - ms_e) / cells)
+    variance = v_items + v_seeds
+    # The seed and residual terms stay in the df when the seed part is kept at 0: it is 0 by an estimate
+    # from S - 1 df, and dropping them would give the item df back (type-I 0.07-0.12 with 2-3 seeds, simulated).
+    denominator = v_items ** 2 / df_items + (ms_seed / cells) ** 2 / (n_seeds - 1) + (ms_e / cells) ** 2 / df_e
+    df = variance ** 2 / denominator if denominator > 0 else df_items
+    se = math.sqrt(variance)
+    if no_spread(se, float(np.abs(d).max())):
+        p = 1.0 if no_spread(abs(grand), float(np.abs(d).max()) or 1.0) else 0.0
+        return SeedItemTest(grand, 0.0, 0.0, 0.0, df, p)
+    p = float(2 * scipy.stats.t.sf(abs(grand) / se, df))
+    return SeedItemTest(grand, se, math.sqrt(v_items), math.sqrt(v_seeds), df, p)
 
 
 def cluster_robust_se(diffs: Sequence[float] | np.ndarray, clusters: Sequence | np.ndarray) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.spec import spec_dump
+from harness.stages.registry import training_only_prefixes
 
 if TYPE_CHECKING:
     from harness.data.prepare import PreparedData
@@ -21,8 +23,11 @@ PACKAGES = ("harness", "torch", "transformers", "peft", "trl", "datasets", "acce
             "lm-eval", "unsloth", "bitsandbytes", "liger-kernel", "llama-cpp-python")
 
 
+@functools.cache
 def git_commit(cwd: Path | None = None) -> str | None:
-    """`git describe --always --dirty` of the code that ran, or None outside a checkout."""
+    """`git describe --always --dirty` of the code that ran, or None outside a checkout: read once per process
+    (a trial calls it as it starts), since the code in memory is what the process imported, whatever HEAD
+    is by the time the trial ends."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=cwd,
@@ -64,11 +69,15 @@ def build_manifest(*, spec: "ExperimentSpec", params: dict[str, Any], number: in
         "seed": spec.train.seed,
         "spec": spec_dump(spec, exclude={"presets"}),
         "spec_file": str(spec.source) if spec.source else None,
+        # Every registered stage's, not only this pipeline's: a param of an absent stage cannot vary anyway.
+        # Analysis reads these to keep an untuned arm one arm across training params (`analysis.load`).
+        "training_only_prefixes": list(training_only_prefixes()),
         "model": {"name": resolved.name, "kind": resolved.kind, "path": resolved.path, "arch": resolved.arch},
         "backend": backend,
         "training": training or {},  # packing, checkpointing plan, attention implementation
         "data": {"source": data.source, "file_sha256": data.file_hashes, "train_items": len(data.train),
-                 "dev_items": len(data.dev), "heldout_items": len(data.heldout), "eval_items": eval_items},
+                 "dev_items": len(data.dev), "heldout_items": len(data.heldout), "eval_items": eval_items,
+                 **({"review": data.review} if data.review else {})},
         "split_hash": data.split.split_hash,
         "git_commit": git_commit(),
         "packages": package_versions(),

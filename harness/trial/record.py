@@ -10,7 +10,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.evaluation.evaluate import aggregate, local_cost_per_1k_calls
 from harness.results import Outcome, TrialResult, write_json, write_jsonl
-from harness.spec.stages import stage_pairs
+from harness.stages.registry import stage_pairs
 from harness.stages.context import TrialContext
 from harness.trial.manifest import build_manifest
 

@@ -1,8 +1,7 @@
 """One trial, top to bottom: spec → data (frozen split verified) → the enabled stages → record.
 
 Every experiment runs this; a grid (see `harness.grid.study`) runs it once per grid point and seed. What a
-trial does beyond SFT and its evaluation comes from its stages (declared in `harness.spec.stages`, run by
-`harness.stages`, one file each). The `Worker` keeps the base model loaded between trials: adapters go on
+trial does beyond SFT and its evaluation comes from its stages (`harness.stages`, one file each). The `Worker` keeps the base model loaded between trials: adapters go on
 and come off.
 """
 
@@ -26,10 +25,10 @@ from harness.models import harness_home, resolve_model
 from harness.progress import console
 from harness.results import TrialResult, trial_dir_name
 from harness.spec import ExperimentSpec, ModelSpec, spec_dump
-from harness.spec.stages import pipeline
-from harness.stages import runner_for
+from harness.stages.registry import pipeline
 from harness.stages.context import TrialContext
 from harness.tracking import Tracker
+from harness.trial.manifest import git_commit
 from harness.trial.record import peak_memory_gb, record_trial
 
 __all__ = ["OutOfMemory", "Worker", "preflight", "run_trial"]
@@ -42,6 +41,10 @@ class Worker:
     base_loads: int = 0
     _backends: dict[str, TrainingBackend] = field(default_factory=dict)
     _bases: dict[tuple, tuple] = field(default_factory=dict)
+    # Second models a stage holds beside the base (a KD teacher), by (stage, key): kept across the worker's
+    # trials of that stage, released before a trial that does not run the stage.
+    _kept: dict[tuple[str, str], Any] = field(default_factory=dict)
+    loads: dict[str, int] = field(default_factory=dict)
 
     def backend(self, prefer: str = "auto") -> TrainingBackend:
         """The backend for `train.backend` (one instance per worker and choice)."""
@@ -60,11 +63,28 @@ class Worker:
             self._bases[key] = (model, tok, resolved)
         return self._bases[key]
 
+    def keep(self, stage: str, key: str, load: Callable[[], Any]) -> Any:
+        """`load()`'s value for (stage, key), loaded once per worker; another key of the stage replaces it."""
+        if (stage, key) not in self._kept:
+            self.release(lambda s, k: s == stage)
+            self._kept[(stage, key)] = load()
+            self.loads[stage] = self.loads.get(stage, 0) + 1
+        return self._kept[(stage, key)]
 
-def preflight(specs: list[ExperimentSpec]) -> None:
+    def release(self, which: Callable[[str, str], bool]) -> None:
+        """Drop the kept models `which(stage, key)` selects and give their memory back."""
+        gone = [k for k in self._kept if which(*k)]
+        for k in gone:
+            del self._kept[k]
+        if gone:
+            _release_device_memory()
+
+
+def preflight(specs: list[ExperimentSpec], *, freeze: bool = True) -> None:
     """Fail fast, before any trial: every base model resolves, data loads, frozen splits verify, no leakage,
     a backend the spec insists on can run here, and every stage's own preflight (a required judge answers,
-    lm-eval tasks have their data: local files or the Hub)."""
+    lm-eval tasks have their data: local files or the Hub, a teacher resolves). `freeze=False` (`harness
+    check`) freezes no split that is not frozen yet."""
     seen: set[str] = set()
     for spec in specs:
         reason = backend_unavailable(spec.train.backend)
@@ -72,12 +92,12 @@ def preflight(specs: list[ExperimentSpec]) -> None:
             raise SpecError(reason, where=f"experiment {spec.name}, field 'train.backend'")
         for key, check in ((f"model:{spec.model.base}", lambda: resolve_model(spec.model.base)),
                            (f"data:{spec.data.model_dump_json()}",
-                            lambda: prepare_data(spec.data, harness_home() / "data"))):
+                            lambda: prepare_data(spec.data, harness_home() / "data", freeze=freeze))):
             if key not in seen:
                 seen.add(key)
                 check()
         for stage, cfg in pipeline(spec):  # e.g. a judge endpoint the spec requires must answer now
-            check = runner_for(stage).preflight
+            check = stage.preflight
             if check is not None:
                 key = f"{stage.name}:{json.dumps(spec_dump(spec).get(stage.section), sort_keys=True)}"
                 if key not in seen:
@@ -89,9 +109,12 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
               *, on_dev_metric: Callable[[float, int], None] | None = None) -> TrialResult:
     """Run one trial of `spec` (already resolved with `params`): its stages in phase order, then record it."""
     started = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    git_commit()  # the commit of the code this process imported, before HEAD can move on during the trial
     study_dir = Path(study_dir).absolute()  # handed to subprocesses (GGUF converter) and libraries
     data = prepare_data(spec.data, harness_home() / "data")
     backend = worker.backend(spec.train.backend)
+    stages = pipeline(spec)
+    worker.release(lambda stage, key: stage not in {s.name for s, _ in stages})  # e.g. a teacher no arm here uses
     model, tok, resolved = worker.base(spec.model, backend)
     reset_peak_memory()  # the trial's own peak, not the worker's
     summary = summarize(data.train, tok)
@@ -103,10 +126,10 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
     tracker.summary({"data": summary})
     ctx = TrialContext(spec=spec, params=params, number=number, study_dir=study_dir, data=data, backend=backend,
                        model=model, tok=tok, resolved=resolved, scorer=scorer_for(data.scorer, spec.eval), tracker=tracker,
-                       on_dev_metric=on_dev_metric, started=started)
+                       on_dev_metric=on_dev_metric, started=started, keep=worker.keep)
     with running(ctx):
-        for stage, cfg in pipeline(spec):
-            runner_for(stage).run(ctx, cfg)
+        for stage, cfg in stages:
+            stage.run(ctx, cfg)
     return record_trial(ctx)
 
 

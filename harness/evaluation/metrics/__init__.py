@@ -29,7 +29,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence
 
-from harness.discovery import import_modules
+from harness.discovery import Registry
 from harness.errors import SpecError
 from harness.evaluation.scoring import Scorer
 
@@ -169,9 +169,8 @@ class Metric:
         return out
 
 
-_REGISTRY: dict[str, Metric] = {}
+_METRICS: Registry[Metric] = Registry("metric", __name__, __path__)
 _SCORES: dict[str, tuple[ScoreSpec, str]] = {}  # key or pattern → (its meaning, who declared it)
-_discovered = False
 
 
 def declare_scores(specs: Sequence[ScoreSpec], by: str) -> None:
@@ -209,11 +208,8 @@ def register_metric(name: str, description: str, *, scores: Sequence[ScoreSpec],
     _checked(scores, by)  # at the decorator's line, before any function is wrapped
 
     def decorate(fn: MetricFn) -> MetricFn:
-        taken = _REGISTRY.get(name)
-        if taken is not None and taken.fn.__module__ != fn.__module__:
-            raise ValueError(f"metric '{name}' is registered twice ({taken.fn.__module__}, {fn.__module__})")
+        _METRICS.add(name, Metric(name, fn, description, tuple(scores), check), fn.__module__)
         declare_scores(scores, by)
-        _REGISTRY[name] = Metric(name, fn, description, tuple(scores), check)
         return fn
 
     return decorate
@@ -221,11 +217,7 @@ def register_metric(name: str, description: str, *, scores: Sequence[ScoreSpec],
 
 def all_metrics() -> dict[str, Metric]:
     """Every registered metric by name (importing each module of this package once)."""
-    global _discovered
-    if not _discovered:
-        import_modules(__name__, __path__)
-        _discovered = True
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted(_METRICS.entries().items()))
 
 
 def score_spec(key: str) -> ScoreSpec:

@@ -1,0 +1,71 @@
+"""Arm labels as a figure shows them: only what tells its arms apart, in short forms.
+
+An arm label names the varying params of its grid point (`tuned[lora.r=4,model.load_in_4bit=False]`,
+`analysis.load.arm_label`); among the arms one figure draws, a param with one value tells nothing, and the
+bracket syntax is the harness's, not the reader's. `short_labels` keeps the params that differ among the labels
+given, with short keys (`r=4`): `tuned r=4`, `base`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+# Short keys a reader knows; any other key is shown by its last dotted part (`distill.arm` → `arm`), or whole
+# when two keys of one figure would share that part.
+SHORT_KEYS = {"lora.r": "r", "lora.alpha": "alpha", "train.learning_rate": "lr", "model.load_in_4bit": "4-bit",
+              "train.seed": "seed"}
+_LABEL = re.compile(r"^(?P<arm>[^\[\]]+)\[(?P<config>.*)\]$")
+_SPLIT = re.compile(r",\s*(?=[A-Za-z_][\w.\-]*=)")  # a comma that starts the next `key=`, not one inside a value
+
+
+def parse_label(label: str) -> tuple[str, dict[str, str]]:
+    """`tuned[lora.r=4,model.load_in_4bit=False]` → (`tuned`, {`lora.r`: `4`, `model.load_in_4bit`: `False`})."""
+    match = _LABEL.match(label)
+    if not match:
+        return label, {}
+    pairs = (part.partition("=") for part in _SPLIT.split(match["config"]) if part)
+    return match["arm"], {key: value for key, _, value in pairs}
+
+
+def config_params(config: str) -> dict[str, str]:
+    """A trial's config label (`lora.r=4,train.seed=0`, `analysis.load.config_label`) as {key: value}."""
+    return parse_label(f"x[{config}]")[1] if config else {}
+
+
+def _short_keys(keys: Iterable[str]) -> dict[str, str]:
+    keys = list(dict.fromkeys(keys))
+    short = {k: SHORT_KEYS.get(k, k.rsplit(".", 1)[-1]) for k in keys}
+    clashing = {s for s in short.values() if list(short.values()).count(s) > 1}
+    return {k: (k if s in clashing else s) for k, s in short.items()}
+
+
+def varying_keys(params: Iterable[dict[str, str]]) -> list[str]:
+    """The keys that take more than one value among `params` (in first-seen order)."""
+    values: dict[str, set[str]] = {}
+    for p in params:
+        for key, value in p.items():
+            values.setdefault(key, set()).add(value)
+    return [k for k, v in values.items() if len(v) > 1]
+
+
+def short_params(params: dict[str, str], keys: Iterable[str]) -> str:
+    """`r=4, lr=0.0001`: `params` over `keys` in short forms."""
+    keys = list(keys)
+    short = _short_keys(keys)  # over every key of the figure: a clash anywhere keeps both keys whole
+    return ", ".join(f"{short[k]}={params[k]}" for k in keys if k in params)
+
+
+def short_labels(labels: Iterable[str]) -> dict[str, str]:
+    """Each label → its short form among `labels`: the arm and only the params whose value differs among them.
+    Labels that would read alike keep their full form."""
+    labels = list(dict.fromkeys(labels))
+    parsed = {label: parse_label(label) for label in labels}
+    keys = varying_keys(p for _, p in parsed.values())
+    short = {}
+    for label, (arm, params) in parsed.items():
+        shown = short_params(params, keys)
+        short[label] = f"{arm} {shown}" if shown else arm
+    if len(set(short.values())) < len(short):
+        return {label: label for label in labels}
+    return short

@@ -1,0 +1,1 @@
+"""End-to-end tests: real runs through the CLI, servers and storages (marked slow: their own CI step)."""
