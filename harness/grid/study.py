@@ -17,6 +17,7 @@ import time
 import traceback
 import typing
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,10 @@ def _sampled_params(spec: ExperimentSpec, study: optuna.Study, trial: optuna.Tri
     return params
 
 
+# A claimed trial without its own owner after this long lost its worker between the claim and the owner's write.
+CLAIM_GRACE_S = 60.0
+
+
 def reap_dead_trials(study: optuna.Study, reason: str = "worker process died") -> int:
     """Fail RUNNING trials whose worker is gone (same host and dead pid, or a stale heartbeat) with `reason`,
     and re-queue them."""
@@ -203,7 +208,14 @@ def reap_dead_trials(study: optuna.Study, reason: str = "worker process died") -
     reaped = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = frozen.user_attrs.get("worker", {})
-        if owner.get("host") == host and not _pid_alive(owner.get("pid", -1)):
+        if owner.get("trial") != frozen.number:
+            # A re-queued copy inherits its failed original's owner, whose pid is dead: the worker that has just
+            # claimed it has not written its own yet. Only a claim that never got an owner is reaped.
+            started = frozen.datetime_start
+            if started is None or (datetime.now() - started).total_seconds() < CLAIM_GRACE_S:
+                continue
+            reaped += _fail_and_requeue(study, frozen._trial_id, f"{reason} (before it wrote its owner)")
+        elif owner.get("host") == host and not _pid_alive(owner.get("pid", -1)):
             reaped += _fail_and_requeue(study, frozen._trial_id, reason)
     optuna.storages.fail_stale_trials(study)  # other hosts' workers: a heartbeat older than the grace period
     return reaped
@@ -271,12 +283,12 @@ def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worke
         trial = _claim_waiting(study) or _draw(spec, study)
         if trial is None:
             break
+        trial.set_user_attr("worker", worker_identity(trial.number))  # first: until then it has no live owner
         if spec.search.sampler == "grid":
             params = points[trial.suggest_int("point", 0, len(points) - 1)].params
         else:
             params = _sampled_params(spec, study, trial)
         trial.set_user_attr("params", params)
-        trial.set_user_attr("worker", worker_identity())
         earlier = study._storage.get_trial(trial._trial_id).user_attrs.get("reason")
         if earlier:  # a re-queued copy carries its failed original's attributes: that reason is not this run's
             trial.set_user_attr("earlier_reason", earlier)
@@ -293,10 +305,10 @@ def run_worker(spec: ExperimentSpec, study: optuna.Study, study_dir: Path, worke
     return results
 
 
-def worker_identity() -> dict[str, Any]:
-    """Who runs a trial: host and pid (to reap it when it dies), and the GPU and Slurm task it ran on."""
+def worker_identity(trial: int) -> dict[str, Any]:
+    """Who runs trial number `trial`: host and pid (to reap it when it dies), and the GPU and Slurm task it ran on."""
     env = os.environ
-    ident: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    ident: dict[str, Any] = {"trial": trial, "host": socket.gethostname(), "pid": os.getpid()}
     for key, var in (("node", "SLURMD_NODENAME"), ("gpu", "CUDA_VISIBLE_DEVICES"), ("slot", "HARNESS_SLOT"), ("slurm_job", "SLURM_JOB_ID"),
                      ("slurm_task", "SLURM_PROCID")):
         if env.get(var) is not None:

@@ -70,7 +70,8 @@ def review_server(spec: Path, *args: str, reviewer: str = "ann") -> Iterator[str
 def browser() -> Iterator["object"]:
     """Headless Chromium from Debian's packages under Selenium."""
     require(CHROMIUM is not None and DRIVER is not None,
-            "the browser test needs Debian's chromium and chromium-driver (scripts/install.sh installs them)")
+            "the browser test needs Debian's chromium and chromium-driver "
+            "(.ci/run installs them: apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

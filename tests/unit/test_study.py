@@ -115,3 +115,26 @@ def test_dashboard_serves_the_study(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_requeued_copy_just_claimed_is_not_reaped_for_its_originals_dead_owner(tmp_path, monkeypatch):
+    # CI race: a re-queued copy inherits its original's user attrs, dead pid included; a second worker starting
+    # between the first one's claim and its owner write reaped the copy as if its worker had died.
+    from optuna.trial import TrialState
+
+    import harness.grid.study as gs
+    from harness.grid.storage import sqlite_url
+
+    study = open_study(load_spec(tiny_spec(tmp_path, grid="{lora.r: [2, 4]}")), sqlite_url(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    original = gs._claim_waiting(study)
+    original.set_user_attr("worker", {**gs.worker_identity(original.number), "pid": dead_pid})
+    assert gs.reap_dead_trials(study, reason="its worker died") == 1  # its own owner, dead: reaped and re-queued
+    copy = next(t for t in study.get_trials(states=(TrialState.WAITING,))
+                if t.user_attrs.get("worker", {}).get("pid") == dead_pid)
+    assert study._storage.set_trial_state_values(copy._trial_id, state=TrialState.RUNNING)  # a worker claims it
+    assert gs.reap_dead_trials(study) == 0, "a just-claimed copy was reaped for its original's dead worker"
+    monkeypatch.setattr(gs, "CLAIM_GRACE_S", 0.0)  # a claim that never got its own owner is reaped after the grace
+    assert gs.reap_dead_trials(study, reason="lost") == 1
+    assert "before it wrote its owner" in study._storage.get_trial(copy._trial_id).user_attrs["reason"]
