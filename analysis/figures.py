@@ -649,3 +649,90 @@ def _nudged(xs: np.ndarray, nudge: float, factor: Factor, n_levels: int) -> np.n
 
 def _level_key(value) -> str:
     return "" if value is None else format_value(value)
+
+
+def forest(rows: Sequence[tuple[str, Comparison]], out_dir: Path, *, name: str = "summary_forest",
+           title: str = "every experiment's primary comparisons") -> FigureFiles:
+    """A forest plot of (experiment, comparison) rows: each Δ = A − B as a point with its CI whisker, coloured by
+    outcome (hollow: the report predates outcomes), over a grey band of ±its tolerance (an equivalence claim needs
+    the whisker inside the band). One panel per metric range (`delta_panels`); within a panel the rows are grouped
+    under their experiment's name in the order given, each experiment's arms by what tells them apart."""
+    rows = list(rows)
+    if not rows:
+        return _skip(name, "no comparisons to draw")
+    by_experiment: dict[str, list[Comparison]] = {}
+    for experiment, c in rows:
+        by_experiment.setdefault(experiment, []).append(c)
+    names = {e: short_labels([x for c in cs for x in (c.a, c.b)]) for e, cs in by_experiment.items()}
+    panels: dict[str, list[tuple[str, Comparison]]] = {}
+    for panel, group in delta_panels([c for _, c in rows]).items():
+        members = {id(c) for c in group}
+        panels[panel] = [(e, c) for e, c in rows if id(c) in members]
+    label_in = 3.0  # inches of row labels: the rest of the width is the axes'
+
+    def layout(group: list[tuple[str, Comparison]]) -> list[tuple[str, Comparison | None]]:
+        """The panel's lines top to bottom: each experiment's name (a line without a point), then its rows."""
+        lines: list[tuple[str, Comparison | None]] = []
+        for e, c in group:
+            if not lines or lines[-1][0] != e:
+                lines.append((e, None))
+            lines.append((e, c))
+        return lines
+
+    def main_metric(lines: list[tuple[str, Comparison | None]]) -> str:
+        """The panel's most common metric: the x axis names it, a row on another metric says its own."""
+        counts = pd.Series([c.metric for _, c in lines if c is not None]).value_counts(sort=True)
+        return str(counts.index[0])
+
+    def tick(e: str, c: Comparison | None, main: str) -> str:
+        if c is None:
+            return _wrap(e, label_in, 7.5)
+        return _wrap(f"{names[e][c.a]} − {names[e][c.b]}" + (f" · {metric_name(c.metric)}" if c.metric != main
+                                                            else ""), label_in, 7)
+
+    laid = {panel: layout(group) for panel, group in panels.items()}
+    mains = {panel: main_metric(lines) for panel, lines in laid.items()}
+    ticks = {panel: [tick(e, c, mains[panel]) for e, c in lines] for panel, lines in laid.items()}
+    # A row is as tall as its label's lines: a wrapped label never runs into the next row's.
+    heights = {panel: [t.count("\n") + 1 for t in labels] for panel, labels in ticks.items()}
+    width = 7.0
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(width, 0.2 * sum(map(sum, heights.values())) + 1.0 * len(panels) + 0.8,
+                            nrows=len(panels), gridspec_kw={"height_ratios": [sum(h) + 2 for h in heights.values()]})
+        for ax, (panel, lines) in zip(axes[:, 0], laid.items()):
+            h = np.array(heights[panel], dtype=float)
+            y = h.sum() - (np.cumsum(h) - h / 2)  # centres, top to bottom
+            shown = {c.metric for _, c in lines if c is not None}
+            for yi, (e, c) in zip(y, lines):
+                if c is None:
+                    continue
+                if math.isfinite(c.tolerance):
+                    ax.add_patch(matplotlib.patches.Rectangle((-c.tolerance, yi - 0.4), 2 * c.tolerance, 0.8,
+                                                              color="0.85", linewidth=0, zorder=0))
+                ax.errorbar([c.diff], [yi], xerr=[[c.diff - c.ci_low], [c.ci_high - c.diff]], fmt="none",
+                            ecolor="0.25", elinewidth=1, capsize=2, zorder=2)
+                ax.scatter([c.diff], [yi], s=20, zorder=3, edgecolors="black", linewidths=0.5,
+                           c=[VERDICT_COLOURS.get(c.outcome, "white")])
+            ax.axvline(0, color="black", linewidth=0.8, zorder=1)
+            ax.set_yticks(y, ticks[panel], fontsize=7)
+            for tick, (_, c) in zip(ax.get_yticklabels(), lines):
+                if c is None:
+                    tick.set_fontweight("bold")
+                    tick.set_fontsize(7.5)
+            ax.tick_params(axis="y", length=0)
+            ax.set_ylim(-0.2, h.sum() + 0.2)
+            _few_ticks(ax.xaxis, nbins=4)
+            unit = metric_name(mains[panel]) + (" (other scores in [0, 1] as named)" if len(shown) > 1 else "")
+            band = "; grey: ±tolerance" if any(c is not None and math.isfinite(c.tolerance) for _, c in lines) else ""
+            ax.set_xlabel(_wrap(f"Δ {unit.removeprefix('Δ ')}: A − B, 95% CI{band}", width - label_in
+                                - 0.5, STYLE["axes.labelsize"]))
+        fig.suptitle(_wrap(title, width - 0.3, STYLE["axes.titlesize"]), fontsize=STYLE["axes.titlesize"])
+        outcomes = {v: VERDICT_COLOURS[v] for v in VERDICT_COLOURS if any(c.outcome == v for _, c in rows)}
+        if any(c.outcome not in VERDICT_COLOURS for _, c in rows):
+            outcomes["no outcome (an older report)"] = "white"
+        _legend_outside(fig, [matplotlib.lines.Line2D([], [], marker="o", linestyle="", markerfacecolor=colour,
+                                                      markeredgecolor="black", markeredgewidth=0.5)
+                              for colour in outcomes.values()], list(outcomes), below=True)
+    return _save(fig, out_dir, name, f"{title[0].upper()}{title[1:]}: each point is Δ = A − B with its 95% CI, "
+                                     "coloured by its outcome (Holm-adjusted within its report, against that "
+                                     "report's tolerance, the grey band); panels by metric range.")

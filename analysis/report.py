@@ -29,7 +29,7 @@ from analysis.report_content import ReportContent
 from analysis.report_files import draw_contrast_figures, draw_figures, write_tables
 from analysis.report_json import report_json
 from analysis.settings import ComparisonSettings
-from analysis.tables import TableFiles, arm_table
+from analysis.tables import TableFiles, arm_table, stable_numbers
 from harness.results import write_atomic, write_json
 from harness.stats.equivalence import check_tolerance
 from harness.stats.paired import DEFAULT_RESAMPLES
@@ -113,7 +113,8 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
     for folder in (out / "tables", out / "figures"):  # a figure no longer drawn must not outlive its report
         shutil.rmtree(folder, ignore_errors=True)
     written = write_tables(study, arms, families, contrasts, out / "tables", metric, confidence)
-    drawn = draw_figures(study, qualities, arms, families, metric, out / "figures", price_per_device_hour=price,
+    drawn = draw_figures(study, qualities, arms, families, metric, out / "figures", contrasts=contrasts,
+                         price_per_device_hour=price,
                          confidence=settings.confidence, seed=settings.seed)
     contrast_figures = draw_contrast_figures(contrasts, metric, out / "figures")
     config_file = _write_config(study, out)
@@ -128,5 +129,5 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
 
     md_path, json_path = study_dir / "report.md", study_dir / "report.json"
     write_atomic(md_path, render_markdown(content))
-    write_json(json_path, report_json(content))
+    write_json(json_path, stable_numbers(report_json(content)))
     return ReportPaths(md_path, json_path, written, {k: v for k, v in content.all_figures.items() if v})

@@ -42,10 +42,16 @@ def write_tables(study: Study, arms: pd.DataFrame, families: Sequence[Family], c
     return written
 
 
-def seed_comparisons(families: Sequence[Family], metric: str) -> list:
-    """What the paired-seed figure draws: the experiment's question first (its stage pairs, contestants), then the
-    headline's comparisons vs baseline, on the headline metric, each pair once."""
-    ordered = [c for fam in families if fam.question for c in fam.comparisons] + list(families[0].comparisons)
+def seed_comparisons(families: Sequence[Family], metric: str, contrasts: Contrasts | None = None,
+                     arm_labels: Sequence[str] = ()) -> list:
+    """What the paired-seed figure draws: the experiment's question first (its stage pairs, contestants, and the
+    main level contrasts whose two sides are arms of their own, as in a one-factor grid), then the headline's
+    comparisons vs baseline, on the headline metric, each pair once."""
+    level_pairs = [replace(c.comparison, a=_contrast_side(c.arm, c.factor, c.level),
+                           b=_contrast_side(c.arm, c.factor, c.reference))
+                   for fam in (contrasts.families if contrasts else []) if fam.kind == MAIN for c in fam.contrasts]
+    ordered = ([c for fam in families if fam.question for c in fam.comparisons]
+               + [c for c in level_pairs if c.a in arm_labels and c.b in arm_labels] + list(families[0].comparisons))
     seen, out = set(), []
     for c in ordered:
         if c.metric == metric and (c.a, c.b) not in seen:
@@ -55,7 +61,8 @@ def seed_comparisons(families: Sequence[Family], metric: str) -> list:
 
 
 def draw_figures(study: Study, qualities: Sequence[Quality], arms: pd.DataFrame, families: Sequence[Family],
-                 metric: str, out_dir: Path, *, price_per_device_hour: float | None = None, confidence: float = 0.95,
+                 metric: str, out_dir: Path, *, contrasts: Contrasts | None = None,
+                 price_per_device_hour: float | None = None, confidence: float = 0.95,
                  seed: int = 0) -> dict[str, figures.FigureFiles]:
     """Training loss, quality against rank, the quality-cost front, the paired seeds of the question's and the
     headline's comparisons, and one Δ bar figure per family (`deltas_<family>`); the first family is the headline."""
@@ -65,7 +72,7 @@ def draw_figures(study: Study, qualities: Sequence[Quality], arms: pd.DataFrame,
         figures.quality_vs_rank(study, qualities, metric, out_dir),
         figures.pareto_front(study, arms, metric, out_dir, price_per_device_hour=price_per_device_hour,
                              confidence=confidence, seed=seed),
-        figures.paired_seed_dots(study, seed_comparisons(families, metric), out_dir),
+        figures.paired_seed_dots(study, seed_comparisons(families, metric, contrasts, study.arm_labels), out_dir),
         *[figures.delta_bars(fam.comparisons, out_dir, name=f"deltas_{fam.name}", title=fam.figure_title)
           for fam in families],
     ]}

@@ -1,5 +1,6 @@
 """`results/summary.md`, `summary.csv` and `summary.tex`: every experiment's primary comparisons in one compact
-table, read from the `report.json` each report wrote (no study is loaded again).
+table, and `summary_forest.png`/`.pdf`, their forest plot, read from the `report.json` each report wrote (no study
+is loaded again).
 
 A primary comparison is one the experiment was run to answer: its headline family (each arm vs its baseline on
 the headline metric) and the tables of its question (stage pairs, quantisation deltas, endpoint contestants, the
@@ -12,20 +13,22 @@ outcome, the items that would decide) shows a dash there.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
-from analysis import tables
+from analysis import figures, tables
 from analysis.compare import Comparison
 from analysis.contrasts import MAIN
 from analysis.errors import AnalysisError
 from analysis.families import QUESTION
+from analysis.labels import short_labels
 from harness.results import write_atomic
 
 SUMMARY = "summary"
+FOREST = "summary_forest"
 # The tables that are never the question (a report that predates declared Holm families does not say which are).
 _NOT_QUESTION = frozenset({"headline", "secondary", "descriptive", "forgetting"})
 NUMERIC_COLUMNS = ["experiment", "family", "a", "b", "metric", "n", "n_seeds", "diff", "ci_low", "ci_high",
@@ -89,14 +92,23 @@ def _outcome(report: Report, table: str, row: Mapping[str, Any], c: Comparison) 
     return tables.contrast_verdict(report.kind(table), c) if report.kind(table) else tables.outcome_text(c)
 
 
+def summary_rows(reports: list[Report]) -> list[tuple[str, Comparison]]:
+    """(experiment, comparison) for every primary comparison of each report, in report and table order."""
+    return [(report.name, _comparison(report, r)) for report in reports for table in report.primary_tables()
+            for r in report.data["comparisons"] if r["family"] == table]
+
+
 def summary_tables(reports: list[Report], *, confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(numeric, display): one row per primary comparison of each report, in report and table order."""
     numeric, display = [], []
     for report in reports:
+        # arms by what tells them apart within the experiment (the CSV keeps the full labels)
+        names = short_labels([x for e, c in summary_rows([report]) for x in (c.a, c.b)])
         for table in report.primary_tables():
             rows = [r for r in report.data["comparisons"] if r["family"] == table]
             comparisons = [_comparison(report, r) for r in rows]
-            shown = tables.compact_comparisons(comparisons, confidence=confidence,
+            shown = tables.compact_comparisons([replace(c, a=names[c.a], b=names[c.b]) for c in comparisons],
+                                               confidence=confidence,
                                                outcomes=[_outcome(report, table, r, c)
                                                          for r, c in zip(rows, comparisons)])
             shown.insert(0, "Experiment", report.name)
@@ -117,7 +129,8 @@ def _confidence(reports: list[Report]) -> float:
     return levels.pop()
 
 
-def _markdown(reports: list[Report], display: pd.DataFrame, files: tables.TableFiles) -> str:
+def _markdown(reports: list[Report], display: pd.DataFrame, files: tables.TableFiles,
+              figure: figures.FigureFiles) -> str:
     def tolerance(r: Report) -> str:
         t = r.data.get("tolerance")
         return (f"tolerance ±{t:g} of each metric's range" if isinstance(t, (int, float))
@@ -133,19 +146,23 @@ def _markdown(reports: list[Report], display: pd.DataFrame, files: tables.TableF
         "that report's tolerance, and an inconclusive one says about how many items would decide. A dash: the "
         "report predates that field or has no value for it. Every other table is in each report.", "",
         tables.markdown_table(display),
-        f"Files: [CSV]({files.csv.name}), [LaTeX]({files.latex.name}).", "", "## Reports", "", *sources, ""])
+        f"Files: [CSV]({files.csv.name}), [LaTeX]({files.latex.name}).", "",
+        *([f"![{figure.caption}]({figure.png.name})", "", f"*{figure.caption}* ([PDF]({figure.name}.pdf))", ""]
+          if figure else []),
+        "## Reports", "", *sources, ""])
 
 
 def write_summary(results_root: str | Path) -> tables.TableFiles:
-    """Write `summary.md`, `summary.csv` and `summary.tex` into `results_root` from every `*/report.json` in it;
-    return the paths. The LaTeX needs booktabs and graphicx (`analysis.tables.latex_table`)."""
+    """Write `summary.md`, `summary.csv`, `summary.tex` and the forest plot into `results_root` from every
+    `*/report.json` in it; return the table's paths. The LaTeX needs booktabs and graphicx (`analysis.tables.latex_table`)."""
     root = Path(results_root)
     reports = read_reports(root)
     confidence = _confidence(reports)
     numeric, display = summary_tables(reports, confidence=confidence)
     files = tables.TableFiles(root / f"{SUMMARY}.csv", root / f"{SUMMARY}.md", root / f"{SUMMARY}.tex",
                               title="Every experiment's primary comparisons")
-    write_atomic(files.csv, numeric.to_csv(index=False))
+    write_atomic(files.csv, tables.stable_csv(numeric))
     write_atomic(files.latex, tables.latex_table(display, caption=files.title, label=f"tab:{SUMMARY}"))
-    write_atomic(files.markdown, _markdown(reports, display, files))
+    figure = figures.forest(summary_rows(reports), root, name=FOREST)
+    write_atomic(files.markdown, _markdown(reports, display, files, figure))
     return files

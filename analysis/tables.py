@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -440,6 +440,27 @@ def latex_table(display: pd.DataFrame, *, caption: str, label: str) -> str:
                       tabular + "}", r"\end{table}", ""])
 
 
+# Written numbers keep 10 significant digits: plenty for any re-analysis, and short of the last-bit noise of
+# vectorised sums, which differ between CPUs (SIMD widths): a report re-renders byte for byte on another machine.
+SIGNIFICANT_DIGITS = 10
+
+
+def stable_numbers(value: Any) -> Any:
+    """`value` with every finite float in it (in dicts, lists and tuples too) rounded to `SIGNIFICANT_DIGITS`."""
+    if isinstance(value, (float, np.floating)):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else float(value)
+    if isinstance(value, dict):
+        return {k: stable_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(stable_numbers(v) for v in value)
+    return value
+
+
+def stable_csv(frame: pd.DataFrame) -> str:
+    """`frame` as CSV with its numbers rounded by `stable_numbers`."""
+    return frame.map(stable_numbers).to_csv(index=False)
+
+
 def write_table(numeric: pd.DataFrame, display: pd.DataFrame, stem: Path, *, caption: str,
                 label: str | None = None, full: pd.DataFrame | None = None, title: str = "") -> TableFiles:
     """Write `stem`.csv (numeric, every column), `stem`.md and `stem`.tex (`display`) and, given the `full` display
@@ -451,7 +472,7 @@ def write_table(numeric: pd.DataFrame, display: pd.DataFrame, stem: Path, *, cap
     files = TableFiles(stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex"),
                        full_stem.with_suffix(".md") if full is not None else None,
                        full_stem.with_suffix(".tex") if full is not None else None, title=title or caption)
-    write_atomic(files.csv, numeric.to_csv(index=False))
+    write_atomic(files.csv, stable_csv(numeric))
     write_atomic(files.markdown, markdown_table(display))
     write_atomic(files.latex, latex_table(display, caption=caption, label=label))
     if full is not None:

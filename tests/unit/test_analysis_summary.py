@@ -81,3 +81,26 @@ def test_the_command_line_writes_the_summary_and_refuses_an_empty_folder(tmp_pat
     assert "no report.json" in capsys.readouterr().err
     with pytest.raises(AnalysisError, match="no report.json"):
         write_summary(tmp_path / "empty")
+
+
+def test_the_forest_plot_draws_every_primary_comparison_under_its_experiment(tmp_path):
+    from analysis import figures
+    from analysis.summary import FOREST, read_reports, summary_rows
+    from tests.support.figure_layout import layout_problems
+
+    root = copy_reports(tmp_path, QUANT, DPO)
+    write_summary(root)
+    rows = pd.read_csv(root / "summary.csv")
+    assert (root / f"{FOREST}.png").exists() and (root / f"{FOREST}.pdf").exists()
+    assert f"]({FOREST}.png)" in (root / "summary.md").read_text()
+    drawn = figures.forest(summary_rows(read_reports(root)), tmp_path / "again")
+    assert layout_problems(drawn.figure) == []
+    from matplotlib.collections import PathCollection
+
+    points = sum(len(c.get_offsets()) for ax in drawn.figure.axes for c in ax.collections
+                 if isinstance(c, PathCollection))
+    assert points == len(rows)  # one point per row of the table, none dropped
+    labels = [t.get_text() for ax in drawn.figure.axes for t in ax.get_yticklabels()]
+    quant = [c for e, c in summary_rows(read_reports(root)) if e == QUANT]
+    assert labels.count(QUANT) == len(figures.delta_panels(quant))  # a heading in each panel it has rows in
+    assert DPO in labels and "dpo − sft" in labels  # experiments head their rows; arms by their short names

@@ -108,3 +108,18 @@ def test_an_inconclusive_outcome_says_what_would_decide_it():
     assert tables.outcome_text(seeds_bound) == "inconclusive (±0.02); more seeds would decide, not more items"
     assert tables.outcome_text(replace(seeds_bound, se_seeds=0.0)) == "inconclusive (±0.02)"
     assert tables.outcome_text(replace(COMPARISON, outcome="equivalent", items_needed=40)) == "equivalent (±0.02)"
+
+
+def test_numbers_written_are_stable_past_the_last_bit_noise_of_another_cpu():
+    import numpy as np
+    import pandas as pd
+
+    from analysis.tables import stable_csv, stable_numbers
+
+    x = 0.0247944035818487
+    y = np.nextafter(x, 1.0)  # the same sum, vectorised another way: a last bit apart
+    assert x != y and stable_numbers(x) == stable_numbers(y) == 0.02479440358
+    frame = lambda v: pd.DataFrame({"se": [v], "seeds": [(v, v)], "n": [3], "nan": [float("nan")]})  # noqa: E731
+    assert stable_csv(frame(x)) == stable_csv(frame(y)) == "se,seeds,n,nan\n0.02479440358,\"(0.02479440358, 0.02479440358)\",3,\n"
+    assert stable_numbers({"a": [x, {"b": y}], "flag": True, "k": 2}) == {"a": [0.02479440358, {"b": 0.02479440358}],
+                                                                        "flag": True, "k": 2}
