@@ -110,6 +110,21 @@ def _task_scores(members: list[_Capability], task: str) -> PairedScores:
                         tuple(item_ids[i] for i in order), None, ACC_DIFF_BOUNDS)
 
 
+def task_chance(study_dir: Path, varying: list[str]) -> dict[str, float]:
+    """Chance accuracy of each multiple-choice lm-eval task the study checked, by its accuracy metric: the mean over
+    the base's items of 1 / the item's number of choices (a task without per-choice log-likelihoods has none)."""
+    study_dir = Path(study_dir)
+    chance: dict[str, float] = {}
+    for c in _in_trials(study_dir, varying) + _after_study(study_dir, varying):
+        for task in c.tasks:
+            if accuracy_metric(task) in chance or not (c.base / "lm_eval" / f"{task}.jsonl").exists():
+                continue
+            choices = [len(r["loglikelihoods"]) for r in _task_rows(c.base, task) if r.get("loglikelihoods")]
+            if choices:
+                chance[accuracy_metric(task)] = float(np.mean([1 / k for k in choices]))
+    return chance
+
+
 def forgetting_comparisons(study_dir: Path, varying: list[str], *, level: Level = "item", confidence: float = 0.95,
                            n_resamples: int = 10_000, seed: int = 0,
                            alpha: float = 0.05) -> tuple[list[Comparison], list[Refused]]:

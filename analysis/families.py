@@ -35,6 +35,7 @@ from harness.results import read_json, stage_pairs
 
 SUMMARY_METRICS = ("field_accuracy", "exact_match", "json_valid")
 THREE_WAY = "three_way"
+FORGETTING = "forgetting"  # the family of the lm-eval capability checks
 
 
 @dataclass(frozen=True)
@@ -137,13 +138,13 @@ def capability_families(study: Study, study_dir: Path, metric: str, settings: Co
     """The forgetting check and the quantisation deltas, each a family when the study has any of them."""
     families = []
     for name, title, (found, refused) in (
-            ("forgetting", "Forgetting: general capabilities, adapter vs base (lm-eval accuracy)",
+            (FORGETTING, "Forgetting: general capabilities, adapter vs base (lm-eval accuracy)",
              forgetting_comparisons(study_dir, study.varying_params, **settings.options)),
             ("quantization", f"Quantization: {metric}, quantised vs reference",
              quantization_comparisons(study, metric, **settings.options))):
         if any(c.metric in DIVERGENCE_SCORES for c in found):
             title = title.removesuffix(" (lm-eval accuracy)") + (
-                " (lm-eval accuracy; divergence from the base on general text)" if name == "forgetting"
+                " (lm-eval accuracy; divergence from the base on general text)" if name == FORGETTING
                 else "; divergence from the reference on the held-out answers")
         if found or refused:
             families.append(Family(name, title, adjust(found, **settings.judging), refused,

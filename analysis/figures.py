@@ -736,3 +736,54 @@ def forest(rows: Sequence[tuple[str, Comparison]], out_dir: Path, *, name: str =
     return _save(fig, out_dir, name, f"{title[0].upper()}{title[1:]}: each point is Δ = A − B with its 95% CI, "
                                      "coloured by its outcome (Holm-adjusted within its report, against that "
                                      "report's tolerance, the grey band); panels by metric range.")
+
+
+def capability_levels(comparisons: Sequence[Comparison], chance: dict[str, float], out_dir: Path, *,
+                      name: str = "levels_forgetting") -> FigureFiles:
+    """Each lm-eval task's accuracy for the base and each adapter (points with a 95% binomial CI), beside the
+    task's chance accuracy (a dashed mark): is a score, or a change in it, above guessing at all? Drawn from the
+    forgetting comparisons (A an adapter, B the base) on the tasks `chance` knows."""
+    comparisons = [c for c in comparisons if c.metric in chance]
+    if not comparisons:
+        return _skip(name, "no multiple-choice lm-eval task to draw")
+    tasks = list(dict.fromkeys(c.metric for c in comparisons))
+    arms = list(dict.fromkeys(c.a for c in comparisons))
+    names = short_labels([*arms, comparisons[0].b])
+    series = [("base", None)] + [(names[a], a) for a in arms]
+    palette = matplotlib.colormaps["tab10"]
+    offsets = np.linspace(0.18, -0.18, len(series)) if len(series) > 1 else np.zeros(1)  # the base on top
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(5.6, 0.5 * len(tasks) + 1.6)
+        ax = axes[0, 0]
+        y = np.arange(len(tasks))[::-1]
+        handles, labels = [], []
+        for i, (label, arm) in enumerate(series):
+            xs, ys, errs = [], [], []
+            for yi, task in zip(y, tasks):
+                c = next((c for c in comparisons if c.metric == task and (arm is None or c.a == arm)), None)
+                if c is None:
+                    continue
+                p = c.mean_b if arm is None else c.mean_a
+                n = c.n * max(1, c.n_seeds if arm is not None else 1)
+                xs.append(p)
+                ys.append(yi + offsets[i])
+                errs.append(1.96 * math.sqrt(max(p * (1 - p), 0.0) / max(n, 1)))
+            handle = ax.errorbar(xs, ys, xerr=errs, fmt="o" if arm is not None else "s", capsize=2, markersize=4.5,
+                                 color="0.35" if arm is None else palette(i - 1), linewidth=0, elinewidth=1,
+                                 markerfacecolor="white" if arm is None else None)
+            handles.append(handle)
+            labels.append(label)
+        for yi, task in zip(y, tasks):
+            ax.plot([chance[task]] * 2, [yi - 0.35, yi + 0.35], color="#b2182b", linestyle="--", linewidth=1.2)
+        handles.append(matplotlib.lines.Line2D([], [], color="#b2182b", linestyle="--", linewidth=1.2))
+        labels.append("chance (1 / choices)")
+        ax.set_yticks(y, [_wrap(metric_name(t), 1.6, 8) for t in tasks], fontsize=8)
+        ax.set_ylim(-0.6, len(tasks) - 0.4)
+        ax.set_xlim(0, 1)
+        _few_ticks(ax.xaxis)
+        ax.set_xlabel("accuracy (95% binomial CI)")
+        ax.set_title("general capabilities against chance")
+        _legend_outside(fig, handles, labels, below=True)
+    return _save(fig, out_dir, name, "Each lm-eval task's accuracy for the base and the adapter(s), with a 95% "
+                                     "binomial CI on the items (and seeds) behind it; the dashed mark is the task's "
+                                     "chance accuracy, 1 / its number of choices averaged over its items.")

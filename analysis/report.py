@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from analysis.capabilities import task_chance
 from analysis.compare import DEFAULT_TOLERANCE, Level, Quality, quality
 from analysis.contrasts import study_contrasts
 from analysis.errors import AnalysisError
@@ -114,7 +115,7 @@ def build_report(study_dir: str | Path, baseline: str = "base", metric: str | No
         shutil.rmtree(folder, ignore_errors=True)
     written = write_tables(study, arms, families, contrasts, out / "tables", metric, confidence)
     drawn = draw_figures(study, qualities, arms, families, metric, out / "figures", contrasts=contrasts,
-                         price_per_device_hour=price,
+                         chance=task_chance(study_dir, study.varying_params), price_per_device_hour=price,
                          confidence=settings.confidence, seed=settings.seed)
     contrast_figures = draw_contrast_figures(contrasts, metric, out / "figures")
     config_file = _write_config(study, out)

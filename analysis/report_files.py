@@ -11,7 +11,7 @@ import pandas as pd
 from analysis import figures, tables
 from analysis.compare import Quality, comparisons_frame
 from analysis.contrasts import MAIN, Contrasts
-from analysis.families import Family
+from analysis.families import FORGETTING, Family
 from analysis.load import Study
 from harness.stats.factors import format_value
 
@@ -62,10 +62,11 @@ def seed_comparisons(families: Sequence[Family], metric: str, contrasts: Contras
 
 def draw_figures(study: Study, qualities: Sequence[Quality], arms: pd.DataFrame, families: Sequence[Family],
                  metric: str, out_dir: Path, *, contrasts: Contrasts | None = None,
-                 price_per_device_hour: float | None = None, confidence: float = 0.95,
-                 seed: int = 0) -> dict[str, figures.FigureFiles]:
+                 chance: dict[str, float] | None = None, price_per_device_hour: float | None = None,
+                 confidence: float = 0.95, seed: int = 0) -> dict[str, figures.FigureFiles]:
     """Training loss, quality against rank, the quality-cost front, the paired seeds of the question's and the
-    headline's comparisons, and one Δ bar figure per family (`deltas_<family>`); the first family is the headline."""
+    headline's comparisons, one Δ bar figure per family (`deltas_<family>`; the first family is the headline), and
+    the lm-eval tasks' accuracies against their `chance` (by accuracy metric)."""
     return {f.name: f for f in [
         figures.loss_curves(study, out_dir),
         figures.stage_diagnostics(study, out_dir),
@@ -75,6 +76,8 @@ def draw_figures(study: Study, qualities: Sequence[Quality], arms: pd.DataFrame,
         figures.paired_seed_dots(study, seed_comparisons(families, metric, contrasts, study.arm_labels), out_dir),
         *[figures.delta_bars(fam.comparisons, out_dir, name=f"deltas_{fam.name}", title=fam.figure_title)
           for fam in families],
+        figures.capability_levels([c for fam in families if fam.name == FORGETTING for c in fam.comparisons],
+                                  chance or {}, out_dir),
     ]}
 
 

@@ -23,14 +23,14 @@ from analysis import figures, tables
 from analysis.compare import Comparison
 from analysis.contrasts import MAIN
 from analysis.errors import AnalysisError
-from analysis.families import QUESTION
+from analysis.families import FORGETTING, QUESTION
 from analysis.labels import short_labels
 from harness.results import write_atomic
 
 SUMMARY = "summary"
 FOREST = "summary_forest"
 # The tables that are never the question (a report that predates declared Holm families does not say which are).
-_NOT_QUESTION = frozenset({"headline", "secondary", "descriptive", "forgetting"})
+_NOT_QUESTION = frozenset({"headline", "secondary", "descriptive", FORGETTING})
 NUMERIC_COLUMNS = ["experiment", "family", "a", "b", "metric", "n", "n_seeds", "diff", "ci_low", "ci_high",
                    "p_adjusted", "mde", "outcome", "items_needed", "report"]
 

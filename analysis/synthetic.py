@@ -167,10 +167,12 @@ def write_synthetic_forgetting(study_dir: str | Path, *, tasks: Sequence[str] = 
     def write(folder: Path, shift: float) -> None:
         # The same random draws for every model: an adapter changes the answers to a few items, not all.
         draws = np.random.default_rng(seed + 1)
-        for task in tasks:
+        for j, task in enumerate(tasks):
+            choices = 4 if j % 2 == 0 else 2  # multiple choice: what chance accuracy is read from
             write_jsonl(folder / "lm_eval" / f"{task}.jsonl", [
                 {"task": task, "doc_id": i, "correct": int(draws.random() < p[task][i] - shift),
-                 "correct_norm": None, "doc_hash": f"{task}-{i}"} for i in range(n_items)])
+                 "correct_norm": None, "doc_hash": f"{task}-{i}", "loglikelihoods": [-1.0] * choices}
+                for i in range(n_items)])
         write_json(folder / "lm_eval" / "summary.json", {"tasks": list(tasks)})
 
     complete = [t for t in sorted(study_dir.glob("trial-*"))

@@ -335,3 +335,21 @@ def test_delta_bars_put_metrics_on_panels_by_their_declared_range(tmp_path):
     alone = delta_bars(scores, tmp_path, name="alone")
     assert "share a panel" in mixed.caption and "share a panel" not in alone.caption
     assert all(p.exists() for p in (*mixed.paths, *alone.paths))
+
+
+def test_lm_eval_accuracies_are_drawn_against_each_tasks_chance(study_dir, tmp_path):
+    from analysis import figures
+    from analysis.capabilities import task_chance
+    from tests.support.figure_layout import layout_problems
+
+    write_synthetic_forgetting(study_dir, tasks=("arc_easy_local", "piqa_local"), n_items=120, drop=0.1)
+    varying = load_study(study_dir).varying_params
+    chance = task_chance(study_dir, varying)
+    assert chance == {"arc_easy_local acc": 0.25, "piqa_local acc": 0.5}  # 4 and 2 choices per item
+    found, _ = forgetting_comparisons(study_dir, varying, n_resamples=N)
+    drawn = figures.capability_levels(found, chance, tmp_path / "figs")
+    assert drawn and layout_problems(drawn.figure) == []
+    ax = drawn.figure.axes[0]
+    marks = sorted({round(float(x), 6) for line in ax.lines if line.get_linestyle() == "--" for x in line.get_xdata()})
+    assert marks == [0.25, 0.5]
+    assert not figures.capability_levels(found, {}, tmp_path / "none")  # no choices known: no figure, and why
