@@ -455,7 +455,8 @@ def _costs_frame(trials: list[_Trial]) -> pd.DataFrame:
         rows.append({"trial": t.number, "seed": t.seed, "config": t.config,
                      **{k: v for k, v in (t.metrics.get("cost") or {}).items()},
                      # for an arm evaluated between two trainings (sft before dpo): what it had cost so far
-                     "stage_costs": training, "arm_trainings": _arm_trainings(t.manifest, training)})
+                     "stage_costs": training, "arm_trainings": _arm_trainings(t.manifest, training),
+                     "arm_model_bytes": (t.manifest or {}).get("arm_model_bytes") or {}})
     return pd.DataFrame(rows)
 
 

@@ -27,7 +27,7 @@ from harness.stats.factors import format_value
 ARM_COLUMNS = ["arm", "n_items", "n_seeds", "quality", "quality_ci_low", "quality_ci_high", "baseline", "delta",
                "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict", "outcome", "cost_per_1k_calls",
                "items_per_call", "latency_p50_s", "latency_p95_s", "device_s_per_item", "tokens_per_s", "failed_calls",
-               "train_device_s", "tokens_trained", "peak_mem_gb"]
+               "train_device_s", "tokens_trained", "peak_mem_gb", "model_gb"]
 
 
 @dataclass(frozen=True)
@@ -98,16 +98,38 @@ def _arm_share(costs: pd.DataFrame, arm: str) -> pd.DataFrame:
     return costs
 
 
+def _training_peak(row: pd.Series, arm: str) -> float:
+    """The peak memory of the trainings `arm` had, by each stage's own peak; a trial that predates stage peaks
+    has only its own (every stage's worst)."""
+    stages = row.get("stage_peak_mem_gb")
+    had = row["arm_trainings"].get(arm) if isinstance(row.get("arm_trainings"), dict) else None
+    if not isinstance(stages, dict) or had is None:
+        return float(row.get("peak_mem_gb", math.nan))
+    peaks = [stages[s] for s in had if stages.get(s) is not None]
+    return max(peaks) if peaks else math.nan
+
+
 def trials_cost(study: Study, trials: Sequence[int], arm: str | None = None) -> dict[str, float]:
     """Mean device-seconds and tokens trained, the trials' whole wall time (evals included), and peak memory,
-    over `trials` (their cost blocks); with `arm`, only the trainings that arm had when it was evaluated count."""
+    over `trials` (their cost blocks); with `arm`, only the trainings that arm had when it was evaluated count,
+    its peak memory theirs."""
     costs = study.costs[study.costs["trial"].isin(list(trials))] if not study.costs.empty else study.costs
     if arm is not None and not costs.empty:
-        costs = _arm_share(costs, arm)
+        costs = _arm_share(costs, arm).assign(peak_mem_gb=[_training_peak(r, arm) for _, r in costs.iterrows()])
     pick = lambda col, how: (float(getattr(costs[col], how)())  # noqa: E731
                              if col in costs and costs[col].notna().any() else math.nan)
     return {"train_device_s": pick("device_s", "mean"), "trial_wall_s": pick("wall_s", "mean"),
             "tokens_trained": pick("tokens_trained", "mean"), "peak_mem_gb": pick("peak_mem_gb", "max")}
+
+
+def model_memory_gb(study: Study, label: str) -> float:
+    """The arm's own model in memory, GiB (its weights; a GGUF arm: its file), as its trials recorded it; NaN
+    where they did not (an endpoint, or a trial that predates the record)."""
+    rows = study.rows(label)
+    arm = rows["arm"].iloc[0]
+    costs = study.costs[study.costs["trial"].isin(rows["trial"].unique())] if not study.costs.empty else study.costs
+    sizes = [r[arm] for r in costs.get("arm_model_bytes", []) if isinstance(r, dict) and r.get(arm) is not None]
+    return float(np.mean(sizes)) / 2**30 if sizes else math.nan
 
 
 def training_cost(study: Study, label: str) -> dict[str, float]:
@@ -137,7 +159,7 @@ def arm_table(study: Study, qualities: Sequence[Quality], comparisons: Sequence[
             "items_per_call": speed["items_per_call"], "latency_p50_s": speed["latency_p50_s"],
             "latency_p95_s": speed["latency_p95_s"], "device_s_per_item": speed["device_s_per_item"],
             "tokens_per_s": speed["tokens_per_s"], "failed_calls": speed["failed_calls"],
-            **training_cost(study, q.label)})
+            **training_cost(study, q.label), "model_gb": model_memory_gb(study, q.label)})
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
 
 
@@ -197,7 +219,8 @@ def display_arm_table(table: pd.DataFrame, metric: str, *, confidence: float = 0
         "tokens/s": table["tokens_per_s"].map(lambda x: _num(x, 1)),
         "train device-s": table["train_device_s"].map(lambda x: _num(x, 1)),
         "tokens trained": table["tokens_trained"].map(_count),
-        "peak mem (GB)": table["peak_mem_gb"].map(lambda x: _num(x, 2)),
+        "train peak mem (GB)": table["peak_mem_gb"].map(lambda x: _num(x, 2)),
+        "model (GB)": table["model_gb"].map(lambda x: _num(x, 3)),
     })
 
 

@@ -4,14 +4,17 @@ Layout of one trial, `results/<experiment>/trial-<NNNN>/`:
 
     manifest.json      spec as resolved, params, seeds, git commit, package versions, hardware,
                        data and split hashes, backend: everything needed to reproduce the trial;
-                       `arms` {arm: role}, `final_arm`, `stage_pairs`, `trainings` (what each ran)
+                       `arms` {arm: role}, `final_arm`, `stage_pairs`, `trainings` (what each ran),
+                       `arm_trainings` {arm: the trainings it had}, `arm_model_bytes` {arm: its model's
+                       weights, or its GGUF file}
     train_log.jsonl    one row per logged step: step, epoch, loss, learning_rate, grad_norm
                        (`dpo_log.jsonl`, `grpo_log.jsonl`: the same for a continuing stage)
     eval/<arm>.jsonl   one row per held-out item and arm ("base", "tuned", ...):
                        item_id, arm, prediction, reference, scores{metric: value}, latency_s,
                        input_tokens, output_tokens, cluster
     metrics.json       {arm: {metric: mean, "n": items, "latency_p50_s", "latency_p95_s",
-                       "tokens_per_s"}, "cost": {wall_s, cpu_s, device_s, tokens_trained, peak_mem_gb},
+                       "tokens_per_s"}, "cost": {wall_s, cpu_s, device_s, tokens_trained, peak_mem_gb (the
+                       trial's), stage_peak_mem_gb {stage: its own peak}},
                        blocks of stages ("teacher", "forgetting"), and "training": {stage: summary}
                        for continuing stages (DPO pairs, steps, loss). Arms and blocks never share a name.
     result.json        written last: status (an `Outcome`: "complete" | "failed" | "not_run"), reason,

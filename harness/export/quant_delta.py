@@ -49,6 +49,7 @@ from harness.results import write_json, write_jsonl
 from harness.evaluation.runners import HFRunner, LlamaCppRunner
 
 REFERENCE_ARM = "merged"
+QUANT_FILE = "quant.json"  # under the out_dir: every arm's status, runner, size and metrics
 NF4_NEEDS_CUDA = "bitsandbytes NF4 needs CUDA; this machine has none"
 
 
@@ -121,7 +122,7 @@ def quant_delta(base_model: Any, tokenizer: Any, adapter_dir: str | Path | None,
         reference.close()
 
     _add_deltas(info)
-    write_json(out_dir / "quant.json", {
+    write_json(out_dir / QUANT_FILE, {
         "reference_arm": REFERENCE_ARM,
         "arms": info,
         "types": types,

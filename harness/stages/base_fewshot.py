@@ -62,7 +62,7 @@ def run(ctx: TrialContext, cfg: FewShotSpec) -> None:
     cache = ctx.study_dir / "base-eval" / f"fewshot-{key}.jsonl"
     rows = cached_rows(cache, lambda: ctx.evaluate(ARM, [with_demonstrations(ex, demos) for ex in ctx.heldout],
                                                    model=ctx.model))
-    ctx.add_arm(ARM, rows, "untuned")
+    ctx.add_arm(ARM, rows, "untuned", model=ctx.model)
 
 
 register_stage("base_fewshot", Phase.BEFORE, order=60, section="base_fewshot", model=FewShotSpec,

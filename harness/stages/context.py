@@ -61,6 +61,10 @@ class TrialContext:
                                                                 resource.getrusage(resource.RUSAGE_SELF)))
     _roles: dict[str, ArmRole] = field(default_factory=dict)
     _trained: dict[str, list[str]] = field(default_factory=dict)
+    # each arm's own model in memory (its weights; a GGUF arm: its file), where known
+    model_bytes: dict[str, int] = field(default_factory=dict)
+    # each stage's own peak memory in GiB (`harness.backends.memory.PeakMemory`), set by the trial runner
+    stage_peaks: dict[str, float] = field(default_factory=dict)
 
     @property
     def trial_dir(self) -> Path:
@@ -96,13 +100,22 @@ class TrialContext:
         """The headline metric of the model being trained on the dev split (training-side, for selection)."""
         return aggregate(self.evaluate("dev", self.data.dev))[self.spec.eval.metric]
 
-    def add_arm(self, name: str, rows: list[dict[str, Any]], role: ArmRole) -> None:
-        """Record an arm's per-item rows; a name already taken (by an arm or a block) is a defect, not an overwrite."""
+    def add_arm(self, name: str, rows: list[dict[str, Any]], role: ArmRole, *, model: Any = None,
+                model_bytes: int | None = None) -> None:
+        """Record an arm's per-item rows and what its model holds in memory (`model`'s weights, or `model_bytes`
+        for one that is not a torch model: a GGUF file); a name already taken (by an arm or a block) is a defect,
+        not an overwrite."""
         if name in self.arms or name in self.blocks or name in CORE_BLOCKS:
             raise HarnessError(f"arm '{name}' is recorded twice in trial {self.number}")
         self.arms[name] = rows
         self._roles[name] = role
         self._trained[name] = [t.stage for t in self.trainings]  # what had trained the model when it answered
+        if model is not None:
+            from harness.backends.memory import model_bytes as weights
+
+            model_bytes = weights(model)
+        if model_bytes is not None:
+            self.model_bytes[name] = int(model_bytes)
 
     def add_block(self, name: str, values: Any) -> None:
         """Record a metrics.json block that is not an arm ("teacher", "forgetting")."""
@@ -118,7 +131,7 @@ class TrialContext:
     def snapshot_arm(self, arm: str, adapter_dir: str) -> None:
         """Save the adapter as it is now and evaluate it as `arm` (before a later stage changes it)."""
         self.peft_model.save_pretrained(self.trial_dir / adapter_dir)
-        self.add_arm(arm, self.evaluate(arm), "stage")
+        self.add_arm(arm, self.evaluate(arm), "stage", model=self.peft_model)
 
     def scratch(self, name: str) -> Path:
         """A folder a trainer may write checkpoints to; removed when the trial is recorded."""

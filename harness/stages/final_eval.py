@@ -7,7 +7,7 @@ from harness.stages.registry import Phase, final_arm, register_stage
 
 
 def run(ctx: TrialContext, cfg: None) -> None:
-    ctx.add_arm(ctx.final_arm, ctx.evaluate(ctx.final_arm), "final")
+    ctx.add_arm(ctx.final_arm, ctx.evaluate(ctx.final_arm), "final", model=ctx.peft_model)
 
 
 register_stage("final_eval", Phase.EVALUATE, arms=lambda spec, cfg: {final_arm(spec): "final"}, run=run)

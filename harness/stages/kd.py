@@ -265,7 +265,7 @@ def run(ctx: TrialContext, cfg: KDSpec) -> None:
         ctx.add_training("kd", outcome, "train_log.jsonl", prompts=len(examples), teacher=record["name"],
                          teacher_sha256=record["sha256"])
         if cfg.evaluate_teacher:
-            ctx.add_arm(TEACHER_ARM, ctx.evaluate(TEACHER_ARM, model=teacher), "untuned")
+            ctx.add_arm(TEACHER_ARM, ctx.evaluate(TEACHER_ARM, model=teacher), "untuned", model=teacher)
     finally:
         del teacher  # the worker keeps it for its next kd trial (`TrialContext.keep`)
         gc.collect()

@@ -40,14 +40,16 @@ def _tolerance_within_the_metric(spec, cfg: QuantizeSpec) -> None:
 
 def run(ctx: TrialContext, cfg: QuantizeSpec) -> None:
     """Arms `merged`, `nf4` (where CUDA is) and one per GGUF type, every one fed the same rendered prompts."""
-    from harness.export.quant_delta import quant_delta
+    from harness.export.quant_delta import QUANT_FILE, quant_delta
+    from harness.results import read_json
 
     ev = ctx.spec.eval
     arms = quant_delta(ctx.spec.model.base, ctx.tok, ctx.trial_dir / "adapter", ctx.heldout, ctx.scorer,
                        ctx.trial_dir / "quant", types=tuple(cfg.types), max_new_tokens=ev.max_new_tokens,
                        batch_size=ev.batch_size, n_ctx=cfg.n_ctx)
+    sizes = read_json(ctx.trial_dir / "quant" / QUANT_FILE)["arms"]  # each model's own: weights or GGUF file
     for arm, rows in arms.items():
-        ctx.add_arm(arm, rows, "derived")
+        ctx.add_arm(arm, rows, "derived", model_bytes=sizes.get(arm, {}).get("size_bytes"))
 
 
 register_stage("quantize", Phase.PROBE, order=10, section="quantize", model=QuantizeSpec, legacy=True,

@@ -27,7 +27,9 @@ def record_trial(ctx: TrialContext) -> TrialResult:
     cost = {"wall_s": time.perf_counter() - t_wall,
             "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
             "device_s": o.runtime_s, "tokens_trained": o.tokens_trained, "train_steps": o.steps,
-            "final_loss": o.final_loss, "peak_mem_gb": peak_memory_gb(), "trainable_params": o.trainable_params,
+            # the trial's worst: each stage's own peak is measured apart (CUDA's peak is reset per stage)
+            "final_loss": o.final_loss, "peak_mem_gb": max([peak_memory_gb(), *ctx.stage_peaks.values()]),
+            "stage_peak_mem_gb": dict(ctx.stage_peaks), "trainable_params": o.trainable_params,
             "adapter_bytes": ctx.adapter_bytes}
     metrics: dict[str, Any] = {arm: aggregate(rows) for arm, rows in ctx.arms.items()}
     price = spec.pricing.device_price_per_hour
@@ -52,6 +54,7 @@ def record_trial(ctx: TrialContext) -> TrialResult:
                               backend=ctx.backend.name, training=o.settings, eval_items=len(ctx.heldout))
     manifest["arms"] = {arm: ctx._roles[arm] for arm in ctx.arms}
     manifest["arm_trainings"] = {arm: ctx._trained[arm] for arm in ctx.arms}
+    manifest["arm_model_bytes"] = {arm: ctx.model_bytes[arm] for arm in ctx.arms if arm in ctx.model_bytes}
     manifest["final_arm"] = ctx.final_arm
     manifest["stage_pairs"] = [list(pair) for pair in stage_pairs(spec)]
     manifest["trainings"] = {t.stage: t.outcome.settings for t in ctx.trainings}

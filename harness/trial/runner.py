@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.backends import TrainingBackend, backend_unavailable, select_backend
+from harness.backends.memory import PeakMemory
 from harness.data.formats import format_summary, summarize
 from harness.data.prepare import prepare_data
 from harness.errors import HarnessError, SpecError
@@ -129,7 +130,9 @@ def run_trial(spec: ExperimentSpec, study_dir: Path, number: int, params: dict[s
                        on_dev_metric=on_dev_metric, started=started, keep=worker.keep)
     with running(ctx):
         for stage, cfg in stages:
-            stage.run(ctx, cfg)
+            with PeakMemory() as peak:  # the stage's own: an arm is charged for its stages, not the trial's worst
+                stage.run(ctx, cfg)
+            ctx.stage_peaks[stage.name] = peak.gib
     return record_trial(ctx)
 
 

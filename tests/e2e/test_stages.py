@@ -88,6 +88,13 @@ def test_stage_runs_in_the_pipeline_and_writes_what_it_declares(name, tmp_path, 
             assert metrics[arm]["n"] == 3, f"arm {arm} has no held-out aggregates in metrics.json"
     for block in stage.blocks:
         assert block in metrics
+    # every stage's own peak, and each arm's own model in memory (the quantised ones: their files, smaller)
+    assert set(metrics["cost"]["stage_peak_mem_gb"]) == {s.name for s, _ in stages.pipeline(spec)}
+    assert all(0 < gb <= metrics["cost"]["peak_mem_gb"] for gb in metrics["cost"]["stage_peak_mem_gb"].values())
+    sizes = manifest["arm_model_bytes"]
+    assert {"base", manifest["final_arm"]} <= set(sizes) and sizes[manifest["final_arm"]] > sizes["base"] > 0
+    if name == "quantize":
+        assert sizes["q8_0"] < sizes["merged"]
     trainers = [c.split(":")[1] for c in backend.calls if c.startswith("fit:")]
     assert trainers[0] == stage_named("sft").trainer and backend.calls[-1] == "remove_adapter"
     assert manifest["training_only_prefixes"] == list(stages.training_only_prefixes())

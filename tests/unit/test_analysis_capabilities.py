@@ -353,3 +353,39 @@ def test_lm_eval_accuracies_are_drawn_against_each_tasks_chance(study_dir, tmp_p
     marks = sorted({round(float(x), 6) for line in ax.lines if line.get_linestyle() == "--" for x in line.get_xdata()})
     assert marks == [0.25, 0.5]
     assert not figures.capability_levels(found, {}, tmp_path / "none")  # no choices known: no figure, and why
+
+
+def test_each_arm_is_charged_its_own_trainings_peak_and_its_own_models_memory(study_dir):
+    """A trial records each stage's own peak and each arm's model size: sft's arm is charged sft's peak, the
+    tuned arm the worse of sft and dpo, a GGUF arm its file and no more; the base its weights, no training."""
+    for trial in sorted(study_dir.glob("trial-*")):
+        metrics = json.loads((trial / "metrics.json").read_text())
+        metrics["cost"].update(peak_mem_gb=9.0, stage_peak_mem_gb={"sft": 2.0, "dpo": 3.0, "quantize": 9.0})
+        (trial / "metrics.json").write_text(json.dumps(metrics))
+        rows = read_jsonl(trial / "eval" / "tuned.jsonl")
+        for arm in ("sft", "q4_k_m"):
+            write_jsonl(trial / "eval" / f"{arm}.jsonl", [{**r, "arm": arm} for r in rows])
+        manifest = json.loads((trial / "manifest.json").read_text())
+        manifest["arm_trainings"] = {"base": [], "sft": ["sft"], "tuned": ["sft", "dpo"], "q4_k_m": ["sft", "dpo"]}
+        manifest["arm_model_bytes"] = {"base": 2**30, "sft": 2**30 + 2**20, "tuned": 2**30 + 2**20,
+                                       "q4_k_m": 2**28}
+        (trial / "manifest.json").write_text(json.dumps(manifest))
+    study = load_study(study_dir)
+    labels = {arm: next(label for label in study.arm_labels if label == arm or label.startswith(arm + "["))
+              for arm in ("base", "sft", "tuned", "q4_k_m")}
+    table = arm_table(study, [quality(study, labels[a], "field_accuracy", n_resamples=N) for a in labels], [])
+    got = {a: table.set_index("arm").loc[labels[a]] for a in labels}
+    assert {a: got[a]["peak_mem_gb"] for a in ("sft", "tuned", "q4_k_m")} == {"sft": 2.0, "tuned": 3.0,
+                                                                              "q4_k_m": 3.0}
+    assert np.isnan(got["base"]["peak_mem_gb"])  # it trained nothing; the quantize stage's 9 GB is nobody's
+    assert got["q4_k_m"]["model_gb"] == pytest.approx(0.25) and got["base"]["model_gb"] == pytest.approx(1.0)
+    assert got["tuned"]["model_gb"] == pytest.approx(1 + 2**-10)
+
+
+def test_a_trial_from_before_stage_peaks_is_charged_its_own_peak(study_dir):
+    study = load_study(study_dir)
+    label = next(label for label in study.arm_labels if label.startswith("tuned["))
+    table = arm_table(study, [quality(study, label, "field_accuracy", n_resamples=N)], [])
+    assert table["peak_mem_gb"].iloc[0] == pytest.approx(float(study.costs[study.costs["trial"].isin(
+        study.rows(label)["trial"].unique())]["peak_mem_gb"].max()))
+    assert np.isnan(table["model_gb"].iloc[0])  # not recorded: a dash, never a guess
