@@ -25,16 +25,26 @@ PACKAGES = ("harness", "torch", "transformers", "peft", "trl", "datasets", "acce
 
 @functools.cache
 def git_commit(cwd: Path | None = None) -> str | None:
-    """`git describe --always --dirty` of the code that ran, or None outside a checkout: read once per process
-    (a trial calls it as it starts), since the code in memory is what the process imported, whatever HEAD
-    is by the time the trial ends."""
+    """The commit of the code that ran, `-dirty` when tracked files outside `results/` differ from it (a study's
+    own records changing under a run do not make its code dirty), or None outside a checkout. Read once per
+    process (a trial calls it as it starts), since the code in memory is what the process imported, whatever
+    HEAD is by the time the trial ends."""
     cwd = cwd or Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=cwd,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+
+    def git(*args: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    head = git("rev-parse", "HEAD")
+    if head is None or head.returncode != 0 or not head.stdout.strip():
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    top = git("rev-parse", "--show-toplevel")
+    changed = git("-C", top.stdout.strip(), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)results") if top is not None and top.returncode == 0 else None
+    dirty = changed is not None and bool(changed.stdout.strip())
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def package_versions() -> dict[str, str]:
