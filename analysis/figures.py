@@ -211,6 +211,60 @@ def loss_curves(study: Study, out_dir: Path, *, name: str = "loss_curves") -> Fi
                                      "(dpo_log.jsonl, grpo_log.jsonl)."))
 
 
+STAGE_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def dev_curve(study: Study, out_dir: Path, *, name: str = "dev_curve") -> FigureFiles | None:
+    """The dev learning curve: the headline metric on the dev split at each checkpoint a trial scored
+    (`eval.dev_every_steps`), against optimiser steps counted across its trainings; a line per trial (colour:
+    grid point, line style: seed), a marker shape per training stage (SFT, then DPO or GRPO). None for a design
+    that scores no checkpoints: a figure it never asked for is not a figure missing."""
+    curve = study.dev_curve
+    if curve.empty or "value" not in curve or curve["value"].notna().sum() == 0:
+        if not study.dev_every_steps:
+            return None
+        return _skip(name, "no trial scored its dev split during training")
+    metrics = sorted(curve["metric"].dropna().unique())
+    stages = list(dict.fromkeys(curve.sort_values("step")["stage"]))
+    markers = {stage: m for stage, m in zip(stages, STAGE_MARKERS * (len(stages) // len(STAGE_MARKERS) + 1))}
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(5.5, 3.4)
+        ax = axes[0, 0]
+        names, colours, styles = _trial_lines(curve)
+        legend: dict[str, object] = {}
+        for trial, rows in curve.dropna(subset=["value"]).groupby("trial"):
+            rows = rows.sort_values("step")
+            config, seed, status = rows["config"].iloc[0], rows["seed"].iloc[0], rows["status"].iloc[0]
+            alpha = 1.0 if status == "complete" else 0.4
+            line, = ax.plot(rows["step"], rows["value"], color=colours[config], linestyle=styles.get(seed, "-"),
+                            alpha=alpha)
+            for stage, points in rows.groupby("stage", sort=False):
+                ax.plot(points["step"], points["value"], linestyle="none", marker=markers[stage], markersize=3.5,
+                        color=colours[config], alpha=alpha)
+            label = (", ".join(part for part in (names.get(config, ""), f"seed {seed}") if part)
+                     + ("" if status == "complete" else f" ({status})"))
+            legend.setdefault(label, line)
+        if len(stages) > 1:  # which stage trained the model at each point
+            for stage in stages:
+                legend[f"{stage.upper()} step"] = matplotlib.lines.Line2D([], [], color="0.35", linestyle="none",
+                                                                          marker=markers[stage], markersize=3.5)
+        if all(score_spec(m).bounded for m in metrics):
+            _score_ylim(ax, curve["value"])
+        ax.set_xlabel("optimiser step (across the trial's trainings)")
+        ax.set_ylabel(f"{', '.join(metric_name(m) for m in metrics)}\n(dev split)")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.set_title(_wrap(f"{study.name}: dev {', '.join(metric_name(m) for m in metrics)} during training", 4.0,
+                           STYLE["axes.titlesize"]))
+        if len(legend) <= 16:
+            _legend_outside(fig, list(legend.values()), list(legend))
+    return _save(fig, out_dir, name, ("The headline metric on the dev split at each checkpoint a trial scored "
+                                     "(eval.dev_every_steps), against optimiser steps counted across the trial's "
+                                     "trainings; colour is the grid point, line style the seed, marker shape the "
+                                     "training stage. The dev split is carved from the training side: the held-out "
+                                     "split is never scored during training, so these points are not the report's "
+                                     "held-out results."))
+
+
 def stage_diagnostics(study: Study, out_dir: Path, *, name: str = "stage_diagnostics") -> FigureFiles:
     """What each continuing stage's training did per step, from its own log: the loss and the values its
     registry entry declares (DPO's reward margin, reward accuracy and log-probs; GRPO's reward, its spread

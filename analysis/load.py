@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError, StudyNotFoundError, UnknownArmError
-from harness.results import arm_roles, read_json, read_jsonl
+from harness.results import DEV_CURVE_FILE, arm_roles, read_json, read_jsonl
 from harness.stages.registry import training_only_prefixes
 from harness.stats.factors import format_value
 
@@ -64,6 +64,9 @@ class Study:
     # Continuing stages' training logs (DPO, GRPO: each stage's declared `log_file`): one row per logged step,
     # with `trial`, `seed`, `config`, `status`, `stage` and the logged values.
     stage_logs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the dev learning curve of every trial that scored its dev split at checkpoints (`eval.dev_every_steps`)
+    dev_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
+    dev_every_steps: int | None = None  # the spec's eval.dev_every_steps: whether the design scores checkpoints
     _by_label: tuple[pd.DataFrame, dict[str, pd.DataFrame]] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -265,7 +268,8 @@ def load_study(study_dir: str | Path, *, untuned_arms: Iterable[str] = DEFAULT_U
         data_provenance=list(dict.fromkeys(
             r["provenance"] for t in trials if t.status == "complete"
             for r in [((t.manifest.get("data") or {}).get("review") or {})] if r.get("provenance"))),
-        provenance=_provenance(root.name, trials, first_spec), stage_logs=_stage_log_frame(trials))
+        provenance=_provenance(root.name, trials, first_spec), stage_logs=_stage_log_frame(trials),
+        dev_curve=_dev_curve_frame(trials), dev_every_steps=(first_spec.get("eval") or {}).get("dev_every_steps"))
 
 
 @dataclass(frozen=True)
@@ -442,6 +446,14 @@ def _stage_log_frame(trials: list[_Trial]) -> pd.DataFrame:
             if (t.dir / name).exists():
                 rows += [{"trial": t.number, "seed": t.seed, "config": t.config, "status": t.status, "stage": stage,
                           **step} for step in read_jsonl(t.dir / name)]
+    return pd.DataFrame(rows)
+
+
+def _dev_curve_frame(trials: list[_Trial]) -> pd.DataFrame:
+    """Every dev-split checkpoint score of every trial, finished or pruned: `stage`, `step` (counted across the
+    trial's trainings), `metric`, `value`."""
+    rows = [{"trial": t.number, "seed": t.seed, "config": t.config, "status": t.status, **point}
+            for t in trials if (t.dir / DEV_CURVE_FILE).exists() for point in read_jsonl(t.dir / DEV_CURVE_FILE)]
     return pd.DataFrame(rows)
 
 

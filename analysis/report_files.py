@@ -64,11 +64,12 @@ def draw_figures(study: Study, qualities: Sequence[Quality], arms: pd.DataFrame,
                  metric: str, out_dir: Path, *, contrasts: Contrasts | None = None,
                  chance: dict[str, float] | None = None, price_per_device_hour: float | None = None,
                  confidence: float = 0.95, seed: int = 0) -> dict[str, figures.FigureFiles]:
-    """Training loss, quality against rank, the quality-cost front, the paired seeds of the question's and the
-    headline's comparisons, one Δ bar figure per family (`deltas_<family>`; the first family is the headline), and
-    the lm-eval tasks' accuracies against their `chance` (by accuracy metric)."""
+    """Training loss, the dev learning curve, the continuing stages' diagnostics, quality against rank, the
+    quality-cost front, the paired seeds of the question's and the headline's comparisons, one Δ bar figure per
+    family (`deltas_<family>`; the first family is the headline), and the lm-eval tasks' accuracies against their `chance` (by accuracy metric)."""
     return {f.name: f for f in [
         figures.loss_curves(study, out_dir),
+        figures.dev_curve(study, out_dir),
         figures.stage_diagnostics(study, out_dir),
         figures.quality_vs_rank(study, qualities, metric, out_dir),
         figures.pareto_front(study, arms, metric, out_dir, price_per_device_hour=price_per_device_hour,
@@ -78,7 +79,7 @@ def draw_figures(study: Study, qualities: Sequence[Quality], arms: pd.DataFrame,
           for fam in families],
         figures.capability_levels([c for fam in families if fam.name == FORGETTING for c in fam.comparisons],
                                   chance or {}, out_dir),
-    ]}
+    ] if f is not None}  # None: a figure the design never asked for (a dev curve where no checkpoint is scored)
 
 
 def _contrast_side(arm: str, factor: str, level) -> str:

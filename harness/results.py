@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 RESULT_FILE = "result.json"
+DEV_CURVE_FILE = "dev_curve.jsonl"  # a trial's dev learning curve: {stage, step, metric, value} per checkpoint
 
 
 class Outcome(str, Enum):

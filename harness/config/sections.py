@@ -133,7 +133,7 @@ class EvalSpec(_Strict):
     compare_base: bool = True
     limit: int | None = Field(None, gt=0, description="evaluate only the first N held-out items (smoke runs)")
     metric: str = Field("field_accuracy", description="the headline metric")
-    dev_every_steps: int | None = Field(None, gt=0, description="evaluate the dev split every N steps (pruning)")
+    dev_every_steps: int | None = Field(None, gt=0, description="score the dev split every N optimiser steps: the dev learning curve (dev_curve.jsonl) a pruner reads")
     metrics: list[str] = Field(default_factory=list, json_schema_extra=ADDED_LATER,
                                description="registered metrics scored beside the task's own (chrf, rouge_l, ...)")
     format: list[FormatRule] = Field(default_factory=list, json_schema_extra=ADDED_LATER,

@@ -48,6 +48,9 @@ class _CoreSpec(_Strict):
             raise ValueError("a sampler selects trials: set data.dev_size so it selects on a dev split")
         if self.search.pruner != "none" and (self.data.dev_size == 0 or self.eval.dev_every_steps is None):
             raise ValueError("a pruner needs data.dev_size and eval.dev_every_steps (intermediate dev scores)")
+        if self.eval.dev_every_steps is not None and self.data.dev_size == 0:  # the held-out split is never scored mid-training
+            raise FieldConflict("eval.dev_every_steps scores the dev split during training: set data.dev_size",
+                                ("eval", "dev_every_steps"))
         try:
             check_metrics(self.eval.metrics, self.eval)
         except ValueError as e:

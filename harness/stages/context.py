@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from harness.errors import HarnessError
 from harness.evaluation.evaluate import aggregate, generate, score_items
 from harness.progress import item_progress
-from harness.results import trial_dir_name, write_jsonl
+from harness.results import DEV_CURVE_FILE, trial_dir_name, write_jsonl
 from harness.stages.registry import CORE_BLOCKS, ArmRole, Spec, final_arm
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ class TrialContext:
     model_bytes: dict[str, int] = field(default_factory=dict)
     # each stage's own peak memory in GiB (`harness.backends.memory.PeakMemory`), set by the trial runner
     stage_peaks: dict[str, float] = field(default_factory=dict)
+    # the dev learning curve: the headline metric on the dev split at checkpoints (`eval.dev_every_steps`)
+    dev_curve: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def trial_dir(self) -> Path:
@@ -99,6 +101,32 @@ class TrialContext:
     def dev_score(self) -> float:
         """The headline metric of the model being trained on the dev split (training-side, for selection)."""
         return aggregate(self.evaluate("dev", self.data.dev))[self.spec.eval.metric]
+
+    def dev_checkpoints(self, stage: str) -> Callable[[int], None] | None:
+        """An `on_step` for a training stage: with `eval.dev_every_steps` and a dev split, score the dev split every
+        N of the stage's optimiser steps into the trial's dev learning curve (`record_dev`). Steps count across
+        the trial's trainings (SFT's, then DPO's), so the curve and the pruner's steps never go back."""
+        every = self.spec.eval.dev_every_steps
+        if not every or not self.data.dev:
+            return None
+        before = sum(t.outcome.steps for t in self.trainings)
+
+        def on_step(step: int) -> None:
+            if step % every == 0:
+                self.record_dev(stage, before + step, self.dev_score())
+        return on_step
+
+    def record_dev(self, stage: str, step: int, value: float) -> None:
+        """One point of the dev learning curve, written to the trial's dev_curve.jsonl at once (a pruned trial
+        keeps its curve), logged to W&B and reported to the pruner, which may stop the trial here."""
+        metric = self.spec.eval.metric
+        self.dev_curve.append({"stage": stage, "step": step, "metric": metric, "value": value})
+        write_jsonl(self.trial_dir / DEV_CURVE_FILE, self.dev_curve)
+        # W&B drops a row whose step goes back: the first training's rows carry their own steps (`log_rows`)
+        first = not self.trainings  # still inside the trial's first training
+        self.tracker.log({f"dev/{metric}": value, "dev/step": step}, **({"step": step} if first else {}))
+        if self.on_dev_metric:
+            self.on_dev_metric(value, step)
 
     def add_arm(self, name: str, rows: list[dict[str, Any]], role: ArmRole, *, model: Any = None,
                 model_bytes: int | None = None) -> None:

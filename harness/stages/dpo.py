@@ -296,7 +296,7 @@ def run(ctx: TrialContext, cfg: DPOSpec) -> None:
                                       system_prompt=spec.data.system_prompt, heldout=ctx.data.heldout)
     write_jsonl(ctx.trial_dir / "dpo_pairs.jsonl", [{**p.to_json(), "rejected": p.rejected} for p in pairs])  # "" is a real answer
     outcome = train_dpo(ctx.peft_model, ctx.tok, pairs, cfg, seed=spec.train.seed, out_dir=ctx.scratch("dpo-checkpoints"),
-                        on_log=ctx.log_rows("dpo"), backend=ctx.backend)
+                        on_log=ctx.log_rows("dpo"), on_step=ctx.dev_checkpoints("dpo"), backend=ctx.backend)
     ctx.add_training("dpo", outcome, LOG_FILE, pairs=len(pairs))
 
 

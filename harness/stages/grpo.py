@@ -94,6 +94,7 @@ def run(ctx: TrialContext, cfg: GRPOSpec) -> None:
             TRAINER, model, ctx.tok, dataset, cfg, ctx.scratch("grpo-checkpoints"), seed=ctx.spec.train.seed,
             config=config, tokens_per_step=cfg.batch_size * (ctx.spec.train.max_length + cfg.max_completion_length),
             trainer_kwargs={"reward_funcs": scorer_rewards(ctx.scorer, metrics)}, on_log=ctx.log_rows("grpo"),
+            on_step=ctx.dev_checkpoints("grpo"),
             tokens=lambda trainer, epochs: int(trainer.state.num_input_tokens_seen))
     finally:
         drop_adapter(model, REF_ADAPTER)

@@ -259,6 +259,7 @@ def run(ctx: TrialContext, cfg: KDSpec) -> None:
             config=config, checkpointing=ctx.spec.train.gradient_checkpointing,
             tokens_per_step=cfg.batch_size * (ctx.spec.train.max_length + cfg.max_completion_length),
             trainer_kwargs={"teacher_model": teacher}, on_log=ctx.log_rows("train", at_step=True),
+            on_step=ctx.dev_checkpoints("kd"),
             tokens=lambda trainer, epochs: int(trainer.state.num_input_tokens_seen),
             settings={"teacher": record, "temperature": cfg.temperature, "beta": cfg.beta, "lmbda": cfg.lmbda})
         # The first training's log is train_log.jsonl: the report draws its (KD) loss curve like SFT's.

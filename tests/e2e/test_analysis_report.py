@@ -93,7 +93,8 @@ def test_report_json_has_every_comparisons_numbers(report):
     assert [(r["family"], r["a"], r["reason"].split(":")[0]) for r in data["refused"]] == [
         ("quantization", "nf4", "not run")]  # recorded by quant_delta, listed with its reason
     assert data["trials"]["complete"] == 6 and data["trials"]["not_complete"][0]["status"] == "failed"
-    # every figure drawn but the continuing stages' diagnostics: the synthetic trials ran no DPO or GRPO
+    # every figure drawn but the continuing stages' diagnostics: the synthetic trials ran no DPO or GRPO (and the
+    # dev curve, which a design scoring no checkpoints never asked for, is neither drawn nor listed)
     assert list(data["skipped_figures"]) == ["stage_diagnostics"] and "no continuing stage" in data["skipped_figures"]["stage_diagnostics"]
     assert data["tolerance"] == 0.02
     # The experiment's question (the named group, the quantisation deltas, the rank contrasts) is one Holm family.

@@ -112,6 +112,11 @@ def test_sft_vs_dpo_mines_dev_failures_and_compares_three_arms(smoke_runs):
         assert pairs and not {p["id"] for p in pairs} & heldout_ids, "pairs are mined on the dev split only"
         assert all(p["rejected"] != p["reference"] for p in pairs)
         assert (trial / "adapter-sft").exists() and (trial / "adapter").exists()
+        # The dev learning curve: every step of SFT's, then of DPO's, counted on; the objective is its last point.
+        curve = read_jsonl(trial / "dev_curve.jsonl")
+        assert [(p["stage"], p["step"]) for p in curve] == [("sft", 1), ("sft", 2), ("dpo", 3), ("dpo", 4)], curve
+        assert r["objective"] == curve[-1]["value"]
+    assert "dev_curve" in read_json(run.study / "report.json")["figures"]
     status = run.harness("status")
     assert status.returncode == 0, status.stderr[-2000:]
     out = status.stdout + status.stderr

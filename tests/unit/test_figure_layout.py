@@ -246,3 +246,29 @@ def test_the_continuing_stages_diagnostics_come_from_their_logs_labelled_by_the_
     assert any("reward margin" in t for t in titles) and any("chosen ahead" in t.replace("\n", " ") for t in titles)
     assert all(len(ax.lines) == 2 for ax in fig.axes if ax.get_visible())  # one line per trial
     assert_layout_ok([("stage_diagnostics", fig)])
+
+
+def test_the_dev_curve_draws_each_trials_checkpoints_across_its_trainings(tmp_path):
+    """dev_curve.jsonl (the dev split scored every `eval.dev_every_steps`) becomes a line per trial with a marker
+    per training stage, steps continuing from SFT into DPO; a study that scored no checkpoints draws none."""
+    study_dir = write_synthetic_study(tmp_path, seeds=(0, 1), ranks=(8,), failed_trial=False)
+    study = load_study(study_dir)
+    assert figures.dev_curve(study, tmp_path / "f0") is None  # the design scored no checkpoints: not asked for
+    assert "no trial scored" in figures.dev_curve(replace(study, dev_every_steps=8), tmp_path / "f0").skipped
+    trials = sorted(study_dir.glob("trial-*"))
+    for i, trial in enumerate(trials):
+        write_jsonl(trial / "dev_curve.jsonl", [
+            {"stage": "sft" if s <= 40 else "dpo", "step": s, "metric": "field_accuracy", "value": 0.3 + 0.01 * s - 0.02 * i}
+            for s in (8, 16, 24, 32, 40, 48)])
+    study = load_study(study_dir)
+    curve = study.dev_curve
+    assert len(curve) == 6 * len(trials) and set(curve["stage"]) == {"sft", "dpo"}
+    assert curve["trial"].nunique() == len(trials) and set(curve["status"]) == {"complete"}
+    fig = _drawn(figures.dev_curve(study, tmp_path / "f1"))
+    ax = fig.axes[0]
+    lines = [line for line in ax.lines if line.get_linestyle() != "None"]
+    assert len(lines) == len(trials) and all(list(line.get_xdata()) == [8, 16, 24, 32, 40, 48] for line in lines)
+    markers = {line.get_marker() for line in ax.lines if line.get_linestyle() == "None"}
+    assert len(markers) == 2  # SFT's points and DPO's told apart
+    assert "dev split" in ax.get_ylabel() and "step" in ax.get_xlabel()
+    assert_layout_ok([("dev_curve", fig)])

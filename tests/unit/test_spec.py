@@ -75,3 +75,13 @@ def test_unknown_preset_lists_known(tmp_path):
 def test_unknown_experiment_lists_registered():
     with pytest.raises(SpecError, match="quickstart"):
         find_experiment("no-such-experiment")
+
+
+def test_dev_checkpoints_without_a_dev_split_name_the_field(tmp_path):
+    """A dev learning curve scores the dev split: without one the spec is refused at the field (the held-out
+    split is never scored mid-training)."""
+    path = write(tmp_path, "description: x\neval:\n  dev_every_steps: 4\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert f"{path}:3" in str(e.value) and "eval.dev_every_steps" in str(e.value) and "data.dev_size" in str(e.value)
+    assert load_spec(write(tmp_path, "description: x\ndata: {dev_size: 4}\neval: {dev_every_steps: 4}\n"))
