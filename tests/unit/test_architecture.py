@@ -81,11 +81,12 @@ def test_every_registered_experiment_keeps_its_recorded_fingerprints():
 
 def test_the_fingerprint_snapshot_holds_the_values_before_the_stage_redesign():
     """Scheme 1 is the code before the stage registry (commit 039c24b): the redesign moved none of them (quickstart
-    has since gained its few-shot base on purpose, so its own values changed)."""
+    has since gained its few-shot base and sft_vs_dpo its dev learning curve on purpose, so their own values
+    changed)."""
     from tests.support import fingerprints
 
     table = fingerprints.recorded()["1"]
-    assert table["rank_ablation:"] == "e6a1817a5c92d41b" and table["sft_vs_dpo:smoke"] == "2d42aba9c71e23db"
+    assert table["rank_ablation:"] == "e6a1817a5c92d41b" and table["sft_vs_grpo:smoke"] == "efe9fde33cb1a3d3"
 
 
 def test_a_new_experiment_is_reported_as_not_recorded(tmp_path, monkeypatch):
