@@ -259,11 +259,25 @@ def materialize(resolved: ResolvedModel) -> Path:
     target = harness_home() / "models" / "random" / resolved.arch
     if (target / "config.json").exists():
         return target
+    import fcntl
+
+    import torch
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    model, tok = load_model(resolved, "bfloat16", device="cpu")
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / "model"
-        model.save_pretrained(built, safe_serialization=True)
-        tok.save_pretrained(built)
-        replace_dir(built, target)
+    # Workers of one grid (`--per-gpu 2`) start together: one writes, the others wait and read its copy
+    # rather than replacing it under a reader.
+    with open(target.parent / f".{resolved.arch}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").exists():
+            return target
+        # Initialised on the GPU where there is one: an 8B architecture takes seconds there, minutes on CPU.
+        model, tok = load_model(resolved, "bfloat16", device="cuda" if torch.cuda.is_available() else "cpu")
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / "model"
+            model.save_pretrained(built, safe_serialization=True)
+            tok.save_pretrained(built)
+            replace_dir(built, target)
+        del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return target

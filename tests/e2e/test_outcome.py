@@ -65,16 +65,31 @@ def test_ctrl_c_in_a_single_run_requeues_its_trial_exits_130_and_the_same_comman
     import signal
     import subprocess
     import sys
-    import time
+    import threading
 
     spec, results = tiny_spec(tmp_path, grid="{lora.r: [2], train.max_steps: [60]}", seeds="[0]"), tmp_path / "r"
     env = {**os.environ, "HARNESS_HOME": str(harness_home), "WANDB_MODE": "disabled", "COLUMNS": "80"}
     cmd = [sys.executable, "-m", "harness", "run", str(spec), "--results", str(results)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_running(results, 1, proc)
-    time.sleep(3)  # inside the trial, not between claims
+    # Inside the trial's training, not between claims nor while it still imports: a library's bare `except:`
+    # around an optional import can swallow a KeyboardInterrupt (seen under a loaded CI machine).
+    lines: list[str] = []
+    training = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if "'loss'" in line:
+                training.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert training.wait(timeout=600), "training never logged a step: " + "".join(lines)[-3000:]
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    out = "".join(lines)
     # 130 from the CLI; or CPython ends the process by SIGINT itself (a shell shows that as 130 too) when a C
     # extension's PyRun_* call was running as the signal arrived (`_Py_UnhandledKeyboardInterrupt`), even
     # though the CLI caught the KeyboardInterrupt: both mean "stopped by SIGINT", and the words below say so.

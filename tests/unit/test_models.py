@@ -69,3 +69,26 @@ def test_rank_larger_than_a_layer_is_a_clear_error(harness_home):
     with pytest.raises(SpecError, match="lora.r.*rank 64 is larger"):
         lora_config(LoraSpec(r=64), model)  # tiny's k/v projections are 64 x 32
     lora_config(LoraSpec(r=32), model)
+
+
+def test_workers_materialising_one_random_architecture_together_write_it_once(harness_home, tmp_path):
+    """`--per-gpu 2` starts workers together on a `random:` base: one writes the directory, the others wait
+    and read that copy instead of replacing it under a reader."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "smollm2-135m-instruct").symlink_to(resolve_model("smollm2-135m-instruct").path)
+    code = ("import os, sys; from harness.models import materialize, resolve_model; "
+            "d = materialize(resolve_model('random:tiny')); print(os.stat(d / 'model.safetensors').st_ino)")
+    env = {**os.environ, "HARNESS_HOME": str(home)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    inodes = {p.communicate(timeout=300)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    target = home / "models" / "random" / "tiny"
+    assert inodes == {str(os.stat(target / "model.safetensors").st_ino)}
+    model, _ = load_model(resolve_model("random:tiny"))
+    assert model.config.hidden_size == ARCHITECTURES["tiny"]["hidden_size"]
