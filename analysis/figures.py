@@ -34,9 +34,10 @@ from matplotlib.transforms import Bbox
 from analysis import front
 from analysis.compare import Comparison, Quality
 from analysis.contrasts import Factor, LevelMean, slug
-from analysis.labels import config_params, parse_label, short_labels, short_params, varying_keys
+from analysis.labels import config_params, parse_label, short_labels, short_params
 from analysis.load import SCORE_PREFIX, Study
 from harness.evaluation.metrics import HIGHER, LOWER, display_name, score_spec
+from harness.labels import varying_keys
 from harness.stats.factors import format_value, same_level
 
 STYLE = {
@@ -164,7 +165,7 @@ def _legend_outside(fig: Figure, handles: Sequence, labels: Sequence[str], *, ti
 def _trial_lines(log: pd.DataFrame) -> tuple[dict[str, str], dict[str, Any], dict[Any, str]]:
     """How a per-trial log draws: each grid point's short name and colour, each seed's line style."""
     configs = sorted(log["config"].fillna("").unique(), key=str)
-    keys = varying_keys(config_params(c) for c in configs)
+    keys = varying_keys([config_params(c) for c in configs], absent_counts=False)
     palette = matplotlib.colormaps["tab10" if len(configs) <= 10 else "viridis"]
     colours = {c: palette(i if len(configs) <= 10 else 0.85 * i / (len(configs) - 1)) for i, c in enumerate(configs)}
     seeds = sorted(log["seed"].dropna().unique())

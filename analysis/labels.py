@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from harness.labels import varying_keys
+
 # Short keys a reader knows; any other key is shown by its last dotted part (`distill.arm` → `arm`), or whole
 # when two keys of one figure would share that part.
 SHORT_KEYS = {"lora.r": "r", "lora.alpha": "alpha", "train.learning_rate": "lr", "model.load_in_4bit": "4-bit",
@@ -40,15 +42,6 @@ def _short_keys(keys: Iterable[str]) -> dict[str, str]:
     return {k: (k if s in clashing else s) for k, s in short.items()}
 
 
-def varying_keys(params: Iterable[dict[str, str]]) -> list[str]:
-    """The keys that take more than one value among `params` (in first-seen order)."""
-    values: dict[str, set[str]] = {}
-    for p in params:
-        for key, value in p.items():
-            values.setdefault(key, set()).add(value)
-    return [k for k, v in values.items() if len(v) > 1]
-
-
 def short_params(params: dict[str, str], keys: Iterable[str]) -> str:
     """`r=4, lr=0.0001`: `params` over `keys` in short forms."""
     keys = list(keys)
@@ -58,14 +51,18 @@ def short_params(params: dict[str, str], keys: Iterable[str]) -> str:
 
 def short_labels(labels: Iterable[str]) -> dict[str, str]:
     """Each label → its short form among `labels`: the arm and only the params whose value differs among them.
-    Labels that would read alike keep their full form."""
+    Where that makes two labels read alike, a param some labels lack is shown too; labels that would still
+    read alike keep their full form."""
     labels = list(dict.fromkeys(labels))
     parsed = {label: parse_label(label) for label in labels}
-    keys = varying_keys(p for _, p in parsed.values())
-    short = {}
-    for label, (arm, params) in parsed.items():
-        shown = short_params(params, keys)
-        short[label] = f"{arm} {shown}" if shown else arm
-    if len(set(short.values())) < len(short):
-        return {label: label for label in labels}
-    return short
+    # First only the params whose values differ; then also those some labels lack (a main contrast's marginal
+    # arm, `tuned[lora.r=32]`, is not the cell `tuned[lora.r=32,model.load_in_4bit=False]`).
+    for absent_counts in (False, True):
+        keys = varying_keys([p for _, p in parsed.values()], absent_counts=absent_counts)
+        short = {}
+        for label, (arm, params) in parsed.items():
+            shown = short_params(params, keys)
+            short[label] = f"{arm} {shown}" if shown else arm
+        if len(set(short.values())) == len(short):
+            return short
+    return {label: label for label in labels}

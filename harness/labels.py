@@ -12,15 +12,16 @@ SHORT = {"learning_rate": "lr", "load_in_4bit": "4bit", "gradient_checkpointing"
          "max_length": "len", "target_modules": "targets", "alpha_policy": "alpha"}
 
 
-def varying_keys(points: Iterable[dict[str, Any]]) -> list[str]:
-    """Keys whose value differs between at least two of `points` (in first-seen order)."""
+def varying_keys(points: Iterable[dict[str, Any]], *, absent_counts: bool = True) -> list[str]:
+    """Keys whose value differs between at least two of `points` (in first-seen order). With `absent_counts`,
+    a key some points lack and others have varies too: a point without it is not one with it."""
     seen: dict[str, set[str]] = {}
     points = list(points)
     for params in points:
         for key, value in params.items():
             seen.setdefault(key, set()).add(repr(value))
     return [k for k, values in seen.items()
-            if len(values) > 1 or sum(k in p for p in points) not in (0, len(points))]
+            if len(values) > 1 or (absent_counts and sum(k in p for p in points) not in (0, len(points)))]
 
 
 def _name(key: str, keys: list[str]) -> str:

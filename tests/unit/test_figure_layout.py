@@ -80,6 +80,10 @@ def test_arm_labels_keep_only_the_params_that_tell_them_apart():
     assert short_labels(["tuned[lora.r=4,train.learning_rate=0.0001]", "tuned[lora.r=4,train.learning_rate=0.0002]"]
                         ) == {"tuned[lora.r=4,train.learning_rate=0.0001]": "tuned lr=0.0001",
                               "tuned[lora.r=4,train.learning_rate=0.0002]": "tuned lr=0.0002"}
+    # A main contrast's marginal arm beside the cells of a param with one value: shown apart, not in full.
+    marginal = ["tuned[lora.r=4]", "tuned[lora.r=32]", *labels]
+    assert short_labels(marginal) == dict(zip(marginal, ["tuned r=4", "tuned r=32", "base 4-bit=False",
+                                                         "tuned r=4, 4-bit=False", "tuned r=32, 4-bit=False"]))
     assert parse_label('tuned[lora.target=["q","v"],lora.r=8]') == ("tuned", {"lora.target": '["q","v"]',
                                                                              "lora.r": "8"})
     assert figures.metric_name("mmlu_high_school_us_history_local acc") == "mmlu high school us history accuracy"
