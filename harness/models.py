@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from harness.errors import ModelError, Unavailable
 from harness.results import replace_dir
@@ -117,12 +117,40 @@ def embedded_gguf_path(name: str) -> Path:
     return path
 
 
+def _build_once(target: Path, ready: Callable[[Path], bool], build: Callable[[Path], None]) -> Path:
+    """`target` as `build` writes it into a fresh directory, moved into place; done by one process at a time.
+    Workers of one grid (`--per-gpu 2`, Slurm tasks sharing $HARNESS_HOME) start together: one writes, the
+    others wait and read its copy rather than replacing it under a reader."""
+    if ready(target):
+        return target
+    import fcntl
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f".{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not ready(target):
+                with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+                    built = Path(tmp) / "model"
+                    built.mkdir()
+                    build(built)
+                    replace_dir(built, target)
+    except OSError as e:
+        raise ModelError(f"could not write the model cache: {e} (set HARNESS_HOME to a writable disk)",
+                         where=target) from e
+    return target
+
+
+def _provisioned(target: Path) -> bool:
+    provenance = target / "harness-provenance.json"
+    return (target / "config.json").exists() and provenance.exists() and \
+        json.loads(provenance.read_text()).get("format") == PROVISION_FORMAT
+
+
 def provision_embedded(name: str) -> Path:
     """Convert the embedded GGUF once to a safetensors directory in the cache; return it."""
     target = harness_home() / "models" / name
-    provenance = target / "harness-provenance.json"
-    if (target / "config.json").exists() and provenance.exists() and \
-            json.loads(provenance.read_text()).get("format") == PROVISION_FORMAT:
+    if _provisioned(target):
         return target
     gguf = embedded_gguf_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -134,10 +162,10 @@ def provision_embedded(name: str) -> Path:
             f"{free / 2**20:.0f} MiB free (set HARNESS_HOME to a larger disk)",
             where=target.parent,
         )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
-    try:
+    def build(out: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # transformers marks a GGUF-loaded model as quantized and refuses to save it; its tensors are
@@ -150,18 +178,14 @@ def provision_embedded(name: str) -> Path:
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config.eos_token_id = config.eos_token_id
         model.generation_config.pad_token_id = config.pad_token_id
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        _restore_pretokenizer(tmp / "tokenizer.json", gguf)
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        _restore_pretokenizer(out / "tokenizer.json", gguf)
         emb = EMBEDDED[name]
-        (tmp / "harness-provenance.json").write_text(json.dumps(
+        (out / "harness-provenance.json").write_text(json.dumps(
             {"source": emb.source, "license": emb.license, "gguf": str(gguf), "format": PROVISION_FORMAT}, indent=2))
-        replace_dir(tmp, target)
-    except OSError as e:
-        raise ModelError(f"could not write the model cache: {e}", where=target) from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return _build_once(target, _provisioned, build)
 
 
 # Bumped when provisioning changes, so caches made by older code are rebuilt.
@@ -252,32 +276,16 @@ def materialize(resolved: ResolvedModel) -> Path:
         return Path(resolved.path)
     if resolved.kind == "hub":
         raise ModelError(f"'{resolved.name}' is a hub id: download it to a directory first (no hub access here)")
-    import tempfile
-
-    from harness.results import replace_dir
-
-    target = harness_home() / "models" / "random" / resolved.arch
-    if (target / "config.json").exists():
-        return target
-    import fcntl
-
     import torch
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Workers of one grid (`--per-gpu 2`) start together: one writes, the others wait and read its copy
-    # rather than replacing it under a reader.
-    with open(target.parent / f".{resolved.arch}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / "config.json").exists():
-            return target
+    def build(out: Path) -> None:
         # Initialised on the GPU where there is one: an 8B architecture takes seconds there, minutes on CPU.
         model, tok = load_model(resolved, "bfloat16", device="cuda" if torch.cuda.is_available() else "cpu")
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / "model"
-            model.save_pretrained(built, safe_serialization=True)
-            tok.save_pretrained(built)
-            replace_dir(built, target)
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
         del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return target
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    return _build_once(harness_home() / "models" / "random" / resolved.arch,
+                       lambda target: (target / "config.json").exists(), build)

@@ -71,24 +71,27 @@ def test_rank_larger_than_a_layer_is_a_clear_error(harness_home):
     lora_config(LoraSpec(r=32), model)
 
 
-def test_workers_materialising_one_random_architecture_together_write_it_once(harness_home, tmp_path):
-    """`--per-gpu 2` starts workers together on a `random:` base: one writes the directory, the others wait
-    and read that copy instead of replacing it under a reader."""
+@pytest.mark.parametrize("name", ["random:tiny", "smollm2-135m-instruct"])
+def test_workers_building_one_model_directory_together_write_it_once(harness_home, tmp_path, name):
+    """`--per-gpu 2` or Slurm tasks sharing $HARNESS_HOME start workers together on a fresh cache: one writes
+    the directory (the random architecture, the embedded model's conversion), the others wait and read that
+    copy instead of replacing it under a reader."""
     import os
     import subprocess
     import sys
 
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
-    (home / "models" / "smollm2-135m-instruct").symlink_to(resolve_model("smollm2-135m-instruct").path)
-    code = ("import os, sys; from harness.models import materialize, resolve_model; "
-            "d = materialize(resolve_model('random:tiny')); print(os.stat(d / 'model.safetensors').st_ino)")
+    if name.startswith("random:"):  # its tokenizer is the embedded model's: already converted, linked in
+        (home / "models" / "smollm2-135m-instruct").symlink_to(resolve_model("smollm2-135m-instruct").path)
+    code = ("import os, sys; from harness.models import load_model, materialize, resolve_model; "
+            f"d = materialize(resolve_model({name!r})); load_model(resolve_model({name!r})); "
+            "print(os.stat(d / 'model.safetensors').st_ino)")
     env = {**os.environ, "HARNESS_HOME": str(home)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
              for _ in range(3)]
-    inodes = {p.communicate(timeout=300)[0].strip() for p in procs}
+    inodes = {p.communicate(timeout=600)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
-    target = home / "models" / "random" / "tiny"
+    target = home / "models" / (f"random/{name.split(':')[1]}" if name.startswith("random:") else name)
     assert inodes == {str(os.stat(target / "model.safetensors").st_ino)}
-    model, _ = load_model(resolve_model("random:tiny"))
-    assert model.config.hidden_size == ARCHITECTURES["tiny"]["hidden_size"]
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".") and p.is_dir()]  # no build left
