@@ -276,9 +276,9 @@ def materialize(resolved: ResolvedModel) -> Path:
         return Path(resolved.path)
     if resolved.kind == "hub":
         raise ModelError(f"'{resolved.name}' is a hub id: download it to a directory first (no hub access here)")
-    import torch
-
     def build(out: Path) -> None:
+        import torch
+
         # Initialised on the GPU where there is one: an 8B architecture takes seconds there, minutes on CPU.
         model, tok = load_model(resolved, "bfloat16", device="cuda" if torch.cuda.is_available() else "cpu")
         model.save_pretrained(out, safe_serialization=True)

@@ -9,7 +9,7 @@ import pytest
 
 from harness import models
 from harness.errors import ModelError
-from harness.models import ARCHITECTURES, load_model, resolve_model
+from harness.models import ARCHITECTURES, load_model, materialize, resolve_model
 
 
 def test_embedded_default_is_provisioned_with_chat_template(harness_home):
@@ -72,7 +72,7 @@ def test_rank_larger_than_a_layer_is_a_clear_error(harness_home):
 
 
 @pytest.mark.parametrize("name", ["random:tiny", "smollm2-135m-instruct"])
-def test_workers_building_one_model_directory_together_write_it_once(harness_home, tmp_path, name):
+def test_workers_building_one_model_directory_together_write_it_once(harness_home, tmp_path, monkeypatch, name):
     """`--per-gpu 2` or Slurm tasks sharing $HARNESS_HOME start workers together on a fresh cache: one writes
     the directory (the random architecture, the embedded model's conversion), the others wait and read that
     copy instead of replacing it under a reader."""
@@ -92,6 +92,10 @@ def test_workers_building_one_model_directory_together_write_it_once(harness_hom
              for _ in range(3)]
     inodes = {p.communicate(timeout=600)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
-    target = home / "models" / (f"random/{name.split(':')[1]}" if name.startswith("random:") else name)
+    monkeypatch.setenv("HARNESS_HOME", str(home))
+    target = materialize(resolve_model(name))  # the workers' copy, already there
     assert inodes == {str(os.stat(target / "model.safetensors").st_ino)}
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".") and p.is_dir()]  # no build left
+    model, _ = load_model(resolve_model(name))
+    if name.startswith("random:"):
+        assert model.config.hidden_size == ARCHITECTURES["tiny"]["hidden_size"]
